@@ -305,8 +305,14 @@ def _normalise(path: str, index: int, hdu: Any, header: fits.Header, nx: int, ny
         "mtime": stat.st_mtime_ns,
     }
     for key in settings.extra:
-        row[key.lower()] = header.get(key.upper())
+        row[_extra_column(key, row)] = header.get(key.upper())
     return row
+
+
+def _extra_column(key: str, normalised: Mapping[str, Any]) -> str:
+    """Column name of an extra keyword: lowercase, ``_raw`` appended on a clash."""
+    name = key.lower()
+    return f"{name}_raw" if name in normalised else name
 
 
 def _expand(source: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool) -> list[str]:
@@ -355,7 +361,9 @@ def scan(
         Regular expressions matched against OBJECT: matching light frames are
         classified ``standard`` (e.g. ``["^SA ?\\d+", "^PG\\d"]``).
     extra : sequence of str
-        More header keywords to copy into the table (column names in lowercase).
+        More header keywords to copy into the table, as they are in the header (column
+        names in lowercase, with ``_raw`` appended when the name is a normalised column, e.g.
+        ``FILTER`` -> ``filter_raw``).
     night_offset : float, optional
         Hours from UT to local time for the night boundary (local noon).  By default the
         site longitude from the header (LONGITUD, SITELONG, OBSGEO-L ...) gives local solar
@@ -424,8 +432,9 @@ def scan(
         "bitpix", "bzero", "bscale", "blank", "imagetyp",
         "imagetyp_raw", "classified_by", "filter", "exptime", "date_obs", "night", "object",
         "binning", "gain", "rdnoise", "saturate", "airmass", "ra", "dec", "biassec",
-        "trimsec", "datasec", "size", "mtime", *[k.lower() for k in extra],
+        "trimsec", "datasec", "size", "mtime",
     ]
+    columns += [_extra_column(k, dict.fromkeys(columns)) for k in extra]
     table = pd.DataFrame(rows, columns=columns)
     table.attrs["skipped"] = skipped
     return table

@@ -501,7 +501,7 @@ def to_zarr(
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp"))
     try:
-        ds.to_zarr(tmp, mode="w", consolidated=True)
+        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
         if store.exists():
             shutil.rmtree(store)
         os.replace(tmp, store)

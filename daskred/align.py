@@ -1,0 +1,910 @@
+"""Registration of frames onto a reference frame and lazy resampling onto a common grid.
+
+Two steps, as in every stacking pipeline:
+
+1. :func:`find_transforms` measures, for every frame, the affine transform that maps its
+   pixel coordinates onto the pixel coordinates of a reference frame.  Star lists, shifts and
+   matrices are a few numbers per frame, so this step *computes* (one ``dask.compute`` over
+   per-frame detection tasks; only the small star lists travel back).
+2. :func:`apply_transforms` builds a lazy cube of the frames resampled onto the reference grid
+   (or the union / intersection of all footprints).  Each output block ``(1, band, W)`` maps
+   back through the inverse transform to a small input box; its task depends only on the
+   input chunks overlapping that box, so memory stays bounded whatever the number or size of
+   the frames.
+
+Transforms are 3x3 homogeneous matrices acting on column vectors ``(x, y, 1)`` of 0-based
+pixel coordinates (x = column, y = row): ``reference_xy = matrix @ frame_xy``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .errors import ConfigError, RegistrationError, ShapeMismatchError
+
+__all__ = ["find_transforms", "apply_transforms"]
+
+Method = Literal["asterism", "xcorr", "wcs"]
+Model = Literal["shift", "similarity", "affine"]
+OnFailure = Literal["raise", "skip"]
+OutputGrid = Literal["reference", "union", "intersection"]
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+
+_METHODS = ("asterism", "xcorr", "wcs")
+_MODELS = ("shift", "similarity", "affine")
+_ON_FAILURE = ("raise", "skip")
+_OUTPUT_GRIDS = ("reference", "union", "intersection")
+_ORDERS = {"nearest": 0, "bilinear": 1, "bicubic": 3}
+# The cubic-spline prefilter is an IIR filter whose pole is sqrt(3) - 2 (|z| = 0.268): the
+# influence of a pixel k samples away decays as 0.268**k.  A halo of 16 pixels around the
+# input box makes the blockwise result equal the whole-frame one to ~1e-9 relative.
+_CUBIC_HALO = 16
+_TABLE_COLUMNS = (
+    "frame", "path", "status", "reason", "n_matches", "rms_px", "peak_snr",
+    "dx", "dy", "rotation", "scale", "matrix",
+)
+
+
+def _check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, allowed))}")
+
+
+def _check_cube(frames: object, name: str = "frames") -> None:
+    if not isinstance(frames, xr.DataArray):
+        raise ShapeMismatchError(
+            f"{name} must be an xarray.DataArray with dims ('frame', 'y', 'x'), got {type(frames).__name__}; "
+            "build one with daskred.open_frames"
+        )
+    if frames.dims != ("frame", "y", "x"):
+        raise ShapeMismatchError(
+            f"{name} must have dims ('frame', 'y', 'x'), got {frames.dims}; "
+            "use .transpose('frame', 'y', 'x') or .expand_dims('frame') for a single image"
+        )
+
+
+def _frame_label(frames: xr.DataArray, index: int) -> str:
+    path = _frame_path(frames, index)
+    return f"frame {index} ({path})" if path else f"frame {index}"
+
+
+def _frame_path(frames: xr.DataArray, index: int) -> str:
+    if "path" in frames.coords and frames.coords["path"].dims == ("frame",):
+        return str(frames.coords["path"].values[index])
+    return ""
+
+
+def _resolve_reference(frames: xr.DataArray, reference: int | str) -> int:
+    n = frames.sizes["frame"]
+    if isinstance(reference, str):
+        paths = [_frame_path(frames, i) for i in range(n)]
+        if reference not in paths:
+            raise ConfigError(
+                f"reference={reference!r} matches no 'path' coordinate of the frames; "
+                "give a frame position (int) or one of the paths"
+            )
+        return paths.index(reference)
+    if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
+        if -n <= reference < n:
+            return int(reference) % n
+    raise ConfigError(f"reference={reference!r} is not a frame position in [0, {n}) nor a path of the frames")
+
+
+# --------------------------------------------------------------------------------------
+# small numerical kernels (numpy only, run on one frame or one star list)
+# --------------------------------------------------------------------------------------
+
+
+def _detect_stars(image: np.ndarray, fwhm: float, threshold: float, max_stars: int) -> np.ndarray:
+    """Return the ``max_stars`` brightest stars of ``image`` as an (n, 3) array x, y, flux."""
+    from astropy.stats import sigma_clipped_stats
+    from photutils.detection import DAOStarFinder
+
+    data = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(data)
+    if finite.sum() < 16:
+        return np.empty((0, 3))
+    _, median, std = sigma_clipped_stats(data, mask=~finite, sigma=3.0, maxiters=5)
+    if not np.isfinite(std) or std <= 0:
+        return np.empty((0, 3))
+    work = np.where(finite, data - median, 0.0)
+    finder = DAOStarFinder(threshold=threshold * std, fwhm=fwhm, exclude_border=True, n_brightest=max_stars)
+    table = finder(work, mask=~finite)
+    if table is None or len(table) == 0:
+        return np.empty((0, 3))
+    stars = np.column_stack([
+        np.asarray(table["x_centroid"], dtype=float),
+        np.asarray(table["y_centroid"], dtype=float),
+        np.asarray(table["flux"], dtype=float),
+    ])
+    stars = stars[np.all(np.isfinite(stars), axis=1)]
+    return stars[np.argsort(-stars[:, 2], kind="stable")][:max_stars]
+
+
+def _fit_model(src: np.ndarray, dst: np.ndarray, model: str) -> np.ndarray:
+    """Least-squares 3x3 matrix mapping (n, 2) points ``src`` onto ``dst``."""
+    n = len(src)
+    if model == "shift":
+        t = np.mean(dst - src, axis=0)
+        return np.array([[1.0, 0.0, t[0]], [0.0, 1.0, t[1]], [0.0, 0.0, 1.0]])
+    if model == "similarity":
+        # x' = a x - b y + tx ; y' = b x + a y + ty
+        design = np.zeros((2 * n, 4))
+        design[0::2] = np.column_stack([src[:, 0], -src[:, 1], np.ones(n), np.zeros(n)])
+        design[1::2] = np.column_stack([src[:, 1], src[:, 0], np.zeros(n), np.ones(n)])
+        a, b, tx, ty = np.linalg.lstsq(design, dst.reshape(-1), rcond=None)[0]
+        return np.array([[a, -b, tx], [b, a, ty], [0.0, 0.0, 1.0]])
+    design = np.column_stack([src, np.ones(n)])
+    coef = np.linalg.lstsq(design, dst, rcond=None)[0]  # (3, 2)
+    return np.vstack([coef.T, [0.0, 0.0, 1.0]])
+
+
+def _apply_matrix(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    return xy @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def _mutual_matches(pred: np.ndarray, ref: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (i, j) of mutual nearest neighbours pred[i] <-> ref[j] closer than ``radius``."""
+    from scipy.spatial import cKDTree
+
+    if len(pred) == 0 or len(ref) == 0:
+        return np.empty(0, int), np.empty(0, int)
+    d_pr, j_of_i = cKDTree(ref).query(pred)
+    _, i_of_j = cKDTree(pred).query(ref)
+    i = np.arange(len(pred))
+    keep = (d_pr < radius) & (i_of_j[j_of_i] == i)
+    return i[keep], j_of_i[keep]
+
+
+def _min_model_points(model: str) -> int:
+    return {"shift": 1, "similarity": 2, "affine": 3}[model]
+
+
+def _match_star_lists(
+    stars: np.ndarray, ref_stars: np.ndarray, *, model: str, max_stars: int, match_radius: float
+) -> tuple[np.ndarray, int, float, str]:
+    """Matrix frame->reference, number of matched stars, RMS (px) and a failure reason ('' if ok)."""
+    import astroalign
+
+    nan3 = np.full((3, 3), np.nan)
+    if len(stars) < 3:
+        return nan3, 0, math.nan, (
+            f"found {len(stars)} star(s), at least 3 are needed; lower threshold=, check fwhm=, "
+            "or use method='xcorr' for fields with few stars"
+        )
+    if len(ref_stars) < 3:
+        return nan3, 0, math.nan, f"the reference frame has {len(ref_stars)} star(s), at least 3 are needed"
+    try:
+        first, _ = astroalign.find_transform(
+            stars[:max_stars, :2], ref_stars[:max_stars, :2], max_control_points=max_stars
+        )
+    except (astroalign.MaxIterError, ValueError, TypeError) as err:
+        return nan3, 0, math.nan, (
+            f"no asterism matches the reference frame ({err}); the frame may show another field, "
+            "or be too shallow"
+        )
+    matrix = np.asarray(first.params, dtype=float)
+    src_all, ref_all = stars[:, :2], ref_stars[:, :2]
+    i = j = np.empty(0, int)
+    # Refine: match every star by mutual nearest neighbour and refit by least squares, so the
+    # result does not depend on astroalign's random sampling.
+    for _ in range(4):
+        i, j = _mutual_matches(_apply_matrix(matrix, src_all), ref_all, match_radius)
+        if len(i) < max(_min_model_points(model), 2):
+            break
+        matrix = _fit_model(src_all[i], ref_all[j], model)
+    n = len(i)
+    if n < max(_min_model_points(model), 2):
+        return nan3, n, math.nan, f"only {n} star(s) matched the reference frame after refinement"
+    resid = _apply_matrix(matrix, src_all[i]) - ref_all[j]
+    rms = float(np.sqrt(np.mean(np.sum(resid**2, axis=1))))
+    return matrix, n, rms, ""
+
+
+def _prepare_xcorr(image: np.ndarray) -> np.ndarray:
+    data = np.asarray(image, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros_like(data)
+    median = np.median(data[finite])
+    return np.where(finite, data - median, 0.0)
+
+
+def _xcorr_shift(ref: np.ndarray, image: np.ndarray, upsample: int) -> tuple[float, float, float]:
+    """Shift (dx, dy) that maps ``image`` onto ``ref`` and the significance of the peak."""
+    from skimage.registration import phase_cross_correlation
+
+    work = _prepare_xcorr(image)
+    f_ref = np.fft.fft2(ref)
+    f_img = np.fft.fft2(work)
+    cross = f_ref * np.conj(f_img)
+    amplitude = np.abs(cross)
+    amplitude[amplitude == 0] = 1.0
+    surface = np.fft.ifft2(cross / amplitude).real
+    std = surface.std()
+    snr = float((surface.max() - surface.mean()) / std) if std > 0 else 0.0
+    shift, _, _ = phase_cross_correlation(
+        f_ref, f_img, space="fourier", upsample_factor=upsample, normalization=None
+    )
+    return float(shift[1]), float(shift[0]), snr
+
+
+def _decompose(matrix: np.ndarray) -> tuple[float, float, float, float]:
+    if not np.all(np.isfinite(matrix)):
+        return (math.nan,) * 4
+    a = matrix[:2, :2]
+    scale = math.sqrt(abs(np.linalg.det(a)))
+    rotation = math.degrees(math.atan2(a[1, 0], a[0, 0]))
+    return float(matrix[0, 2]), float(matrix[1, 2]), rotation, scale
+
+
+def _corners_xy(shape: tuple[int, int]) -> np.ndarray:
+    ny, nx = shape
+    return np.array([[0.0, 0.0], [nx - 1.0, 0.0], [0.0, ny - 1.0], [nx - 1.0, ny - 1.0]])
+
+
+def _overlaps(matrix: np.ndarray, shape: tuple[int, int]) -> bool:
+    ny, nx = shape
+    corners = _apply_matrix(matrix, _corners_xy(shape))
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    return bool(hi[0] >= 0 and lo[0] <= nx - 1 and hi[1] >= 0 and lo[1] <= ny - 1)
+
+
+# --------------------------------------------------------------------------------------
+# WCS of each frame (method="wcs")
+# --------------------------------------------------------------------------------------
+
+
+def _frame_wcs(frames: xr.DataArray, wcs: Sequence[Any] | None) -> list[Any]:
+    """One celestial astropy WCS (or an error message string) per frame."""
+    from astropy.io import fits
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    from .astrometry import repair_wcs_header
+
+    n = frames.sizes["frame"]
+    if wcs is not None:
+        if len(wcs) != n:
+            raise ShapeMismatchError(f"wcs= holds {len(wcs)} entries for {n} frames; give one WCS or header per frame")
+        sources: list[Any] = list(wcs)
+    elif "header" in frames.coords:
+        sources = [str(h) for h in frames.coords["header"].values]
+    elif "path" in frames.coords:
+        hdus = frames.coords["hdu"].values if "hdu" in frames.coords else [0] * n
+        sources = []
+        for path, hdu in zip(frames.coords["path"].values, hdus):
+            try:
+                sources.append(fits.getheader(str(path), int(hdu)))
+            except (OSError, IndexError) as err:
+                sources.append(f"cannot read the header of {path} (HDU {hdu}): {err}")
+    else:
+        raise ConfigError(
+            "method='wcs' needs a WCS per frame: pass wcs=[WCS or header, ...], or frames with a 'header' "
+            "coordinate (header strings) or 'path'/'hdu' coordinates"
+        )
+    out: list[Any] = []
+    for source in sources:
+        if isinstance(source, WCS):
+            out.append(source.celestial if source.has_celestial else "the WCS has no celestial axes")
+            continue
+        if isinstance(source, str) and not source.startswith("cannot read"):
+            source = fits.Header.fromstring(source)
+        if isinstance(source, fits.Header):
+            header = repair_wcs_header(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                w = WCS(header, relax=True)
+            if not w.has_celestial:
+                out.append("the header holds no celestial WCS (CTYPE1/CTYPE2 RA/DEC)")
+            elif np.allclose(w.celestial.wcs.crval, 0.0) and "CRVAL1" not in header:
+                out.append("the header holds no CRVAL1/CRVAL2")
+            else:
+                out.append(w.celestial)
+            continue
+        out.append(source if isinstance(source, str) else f"unsupported WCS source {type(source).__name__}")
+    return out
+
+
+def _wcs_matrix(w: Any, w_ref: Any, shape: tuple[int, int], model: str) -> tuple[np.ndarray, float, str]:
+    ny, nx = shape
+    gy, gx = np.meshgrid(np.linspace(0, ny - 1, 7), np.linspace(0, nx - 1, 7), indexing="ij")
+    xy = np.column_stack([gx.ravel(), gy.ravel()])
+    with np.errstate(invalid="ignore"):
+        world = w.pixel_to_world_values(xy[:, 0], xy[:, 1])
+        rx, ry = w_ref.world_to_pixel_values(*world)
+    dst = np.column_stack([rx, ry])
+    good = np.all(np.isfinite(dst), axis=1)
+    if good.sum() < 3:
+        return np.full((3, 3), np.nan), math.nan, "the WCS does not project onto the reference frame's WCS"
+    matrix = _fit_model(xy[good], dst[good], model)
+    resid = _apply_matrix(matrix, xy[good]) - dst[good]
+    return matrix, float(np.sqrt(np.mean(np.sum(resid**2, axis=1)))), ""
+
+
+# --------------------------------------------------------------------------------------
+# find_transforms
+# --------------------------------------------------------------------------------------
+
+
+def find_transforms(
+    frames: xr.DataArray,
+    *,
+    reference: int | str = 0,
+    method: Method = "asterism",
+    on_failure: OnFailure = "raise",
+    model: Model = "similarity",
+    fwhm: float = 3.0,
+    threshold: float = 5.0,
+    max_stars: int = 50,
+    match_radius: float = 2.0,
+    min_matches: int = 5,
+    max_rms: float = 1.0,
+    upsample: int = 100,
+    min_peak_snr: float = 10.0,
+    wcs: Sequence[Any] | None = None,
+) -> pd.DataFrame:
+    """Measure the transform of every frame onto a reference frame.
+
+    Parameters
+    ----------
+    frames : xarray.DataArray
+        Cube with dims ``("frame", "y", "x")``, lazy or in memory.  Background need not be
+        subtracted (a sigma-clipped level is removed per frame); NaN pixels are ignored.
+    reference : int or str, default 0
+        Position of the reference frame along ``frame``, or its ``path`` coordinate.
+    method : {"asterism", "xcorr", "wcs"}, default "asterism"
+        ``"asterism"``: detect stars per frame (photutils ``DAOStarFinder`` above
+        ``threshold`` sigma), match triangles with astroalign, then refine by mutual nearest
+        neighbours and a least-squares fit of ``model``.  ``"xcorr"``: FFT cross-correlation
+        (scikit-image ``phase_cross_correlation``, subpixel by ``upsample``) for fields with
+        few stars; pure shifts.  ``"wcs"``: from the frames' celestial WCS (see ``wcs``).
+    on_failure : {"raise", "skip"}, default "raise"
+        ``"raise"``: raise :class:`~daskred.errors.RegistrationError` naming every frame that
+        could not be registered and why.  ``"skip"``: return them with ``status="failed"``
+        and the reason; :func:`apply_transforms` leaves them out.
+    model : {"shift", "similarity", "affine"}, default "similarity"
+        Transform fitted to matched stars (``"asterism"``) or WCS grid points (``"wcs"``).
+        ``"xcorr"`` always measures a shift.
+    fwhm : float, default 3.0
+        Star FWHM in pixels for the detection kernel.
+    threshold : float, default 5.0
+        Detection threshold in units of the sigma-clipped background standard deviation.
+    max_stars : int, default 50
+        Number of brightest stars kept per frame (the star lists are all that travel).
+    match_radius : float, default 2.0
+        Pixels; a star matches its counterpart when they are mutual nearest neighbours closer
+        than this after the first transform estimate.
+    min_matches : int, default 5
+        A frame with fewer matched stars is reported as failed (``"asterism"``).
+    max_rms : float, default 1.0
+        Pixels; a frame whose matched stars scatter more is reported as failed.
+    upsample : int, default 100
+        Subpixel factor of the cross-correlation peak (``"xcorr"``): precision 1/upsample px.
+    min_peak_snr : float, default 10.0
+        ``"xcorr"``: a frame whose phase-correlation peak stands less than this many standard
+        deviations above the correlation surface is reported as failed (pure noise gives ~5).
+    wcs : sequence of astropy.wcs.WCS or astropy.io.fits.Header or str, optional
+        ``"wcs"``: one WCS (or header, or header string) per frame.  When omitted, the WCS
+        comes from a ``header`` coordinate along ``frame`` (FITS header strings) or, failing
+        that, from the headers of the ``path``/``hdu`` coordinates.  Headers are passed
+        through :func:`daskred.astrometry.repair_wcs_header` first.  The WCS must describe the
+        pixel grid of the frames as given (0-based pixels after any trimming).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per frame, indexed by frame position, with columns ``frame`` (position),
+        ``path`` (``""`` when unknown), ``status`` (``"ok"`` or ``"failed"``), ``reason``
+        (why it failed; ``"reference frame"`` for the reference), ``n_matches`` (matched
+        stars; WCS grid points for ``"wcs"``; 0 for ``"xcorr"``), ``rms_px`` (residual RMS of
+        the fit in pixels; NaN for ``"xcorr"``), ``peak_snr`` (``"xcorr"`` only), ``dx``,
+        ``dy``, ``rotation`` (degrees, counter-clockwise in the (x, y) plane), ``scale`` and
+        ``matrix`` (3x3 ``numpy`` array: ``reference_xy = matrix @ (x, y, 1)``, 0-based
+        pixels; NaN when failed).  ``attrs`` holds ``reference`` and ``method``.
+
+    Raises
+    ------
+    RegistrationError
+        When ``on_failure="raise"`` and some frame cannot be registered.
+    ConfigError
+        For an unknown option value or reference.
+
+    Notes
+    -----
+    This function computes: one ``dask.compute`` runs a detection task per frame (each task
+    reads one frame, returns at most ``max_stars`` positions); matching runs in the caller.
+    For ``"xcorr"`` each task receives the prepared reference frame and one frame.  ``"wcs"``
+    reads headers only.
+
+    Examples
+    --------
+    >>> table = find_transforms(frames, method="asterism", on_failure="skip")  # doctest: +SKIP
+    >>> table[["path", "status", "dx", "dy", "rotation", "rms_px"]]  # doctest: +SKIP
+    """
+    _check_cube(frames)
+    _check_choice("method", method, _METHODS)
+    _check_choice("on_failure", on_failure, _ON_FAILURE)
+    _check_choice("model", model, _MODELS)
+    for name, value in (("fwhm", fwhm), ("threshold", threshold), ("match_radius", match_radius),
+                        ("max_rms", max_rms)):
+        if not value > 0:
+            raise ConfigError(f"{name}={value!r} must be > 0")
+    if int(max_stars) < 3:
+        raise ConfigError(f"max_stars={max_stars!r} must be at least 3 (a triangle)")
+    ref = _resolve_reference(frames, reference)
+    n = frames.sizes["frame"]
+    shape = (frames.sizes["y"], frames.sizes["x"])
+    data = frames.data
+
+    matrices = [np.full((3, 3), np.nan) for _ in range(n)]
+    n_matches = [0] * n
+    rms = [math.nan] * n
+    snr = [math.nan] * n
+    reasons = [""] * n
+
+    if method == "asterism":
+        detect = dask.delayed(_detect_stars, pure=True)
+        tasks = [detect(data[i], float(fwhm), float(threshold), int(max_stars)) for i in range(n)]
+        star_lists = dask.compute(*tasks)
+        for i in range(n):
+            if i == ref:
+                continue
+            matrices[i], n_matches[i], rms[i], reasons[i] = _match_star_lists(
+                star_lists[i], star_lists[ref], model=model, max_stars=int(max_stars),
+                match_radius=float(match_radius),
+            )
+            if not reasons[i] and n_matches[i] < min_matches:
+                reasons[i] = (
+                    f"only {n_matches[i]} star(s) matched the reference frame (min_matches={min_matches}); "
+                    "the frame may show another field or be too shallow"
+                )
+            elif not reasons[i] and rms[i] > max_rms:
+                reasons[i] = f"matched stars scatter by {rms[i]:.2f} px RMS > max_rms={max_rms}"
+        n_matches[ref] = len(star_lists[ref])
+    elif method == "xcorr":
+        prepared = dask.delayed(_prepare_xcorr, pure=True)(data[ref])
+        shift = dask.delayed(_xcorr_shift, pure=True, nout=3)
+        results = dask.compute(*[shift(prepared, data[i], int(upsample)) for i in range(n)])
+        for i, (dx, dy, peak) in enumerate(results):
+            snr[i] = peak
+            if i == ref:
+                continue
+            matrices[i] = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+            if not peak >= min_peak_snr:
+                reasons[i] = (
+                    f"cross-correlation peak is only {peak:.1f} sigma above the correlation surface "
+                    f"(min_peak_snr={min_peak_snr}); the frame may be empty, of another field, or shifted "
+                    "by more than its size"
+                )
+    else:
+        systems = _frame_wcs(frames, wcs)
+        if isinstance(systems[ref], str):
+            raise RegistrationError(f"reference {_frame_label(frames, ref)} has no usable WCS: {systems[ref]}")
+        for i in range(n):
+            if i == ref:
+                continue
+            if isinstance(systems[i], str):
+                reasons[i] = systems[i]
+                continue
+            matrices[i], rms[i], reasons[i] = _wcs_matrix(systems[i], systems[ref], shape, model)
+            n_matches[i] = 49
+
+    matrices[ref] = np.eye(3)
+    rms[ref] = 0.0 if method != "xcorr" else math.nan
+    for i in range(n):
+        if i != ref and not reasons[i] and not _overlaps(matrices[i], shape):
+            reasons[i] = "the transformed frame does not overlap the reference frame"
+        if reasons[i]:
+            matrices[i] = np.full((3, 3), np.nan)
+    reasons[ref] = "reference frame"
+    failed = [i for i in range(n) if i != ref and reasons[i]]
+    if failed and on_failure == "raise":
+        lines = "; ".join(f"{_frame_label(frames, i)}: {reasons[i]}" for i in failed)
+        raise RegistrationError(
+            f"{len(failed)} of {n} frame(s) cannot be registered ({lines}); "
+            "pass on_failure='skip' to leave them out of the stack"
+        )
+    rows = []
+    for i in range(n):
+        dx, dy, rot, scale = _decompose(matrices[i])
+        rows.append({
+            "frame": i,
+            "path": _frame_path(frames, i),
+            "status": "failed" if i in failed else "ok",
+            "reason": reasons[i],
+            "n_matches": int(n_matches[i]),
+            "rms_px": rms[i],
+            "peak_snr": snr[i],
+            "dx": dx,
+            "dy": dy,
+            "rotation": rot,
+            "scale": scale,
+            "matrix": matrices[i],
+        })
+    table = pd.DataFrame(rows, columns=list(_TABLE_COLUMNS))
+    table.attrs["reference"] = ref
+    table.attrs["method"] = method
+    return table
+
+
+# --------------------------------------------------------------------------------------
+# apply_transforms
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _BlockPlan:
+    """Everything one output block needs (plain numbers, pickles in bytes)."""
+
+    pieces: tuple[tuple[int, slice, slice, slice, slice], ...]  # (frame-in-chunk, sy, sx, by, bx)
+    box_shape: tuple[int, int]
+    out_shape: tuple[int, int]
+    matrix: tuple[tuple[float, float], tuple[float, float]]  # output (row, col) -> input (row, col)
+    box_offset: tuple[float, float]  # input index of output (0, 0), relative to the box origin
+    frame_offset: tuple[float, float]  # same, relative to the frame origin (footprint test)
+    frame_shape: tuple[int, int]
+    order: int
+
+
+def _assemble(chunks: list[np.ndarray], plan: _BlockPlan, dtype: Any) -> np.ndarray:
+    box = np.empty(plan.box_shape, dtype=dtype)
+    for chunk, (f, sy, sx, by, bx) in zip(chunks, plan.pieces):
+        box[by, bx] = chunk[f, sy, sx]
+    return box
+
+
+def _stencil_hits(flags: np.ndarray, plan: _BlockPlan) -> np.ndarray:
+    """Output pixels whose interpolation stencil contains a flagged input pixel.
+
+    Nearest: the nearest pixel; bilinear: the 2x2 neighbours; bicubic: the 4x4 neighbours
+    (a 3x3 dilation followed by the bilinear stencil).
+    """
+    from scipy import ndimage
+
+    if plan.order >= 2:
+        flags = ndimage.binary_dilation(flags, structure=np.ones((3, 3), bool))
+    carrier = np.where(flags, np.nan, 0.0)
+    out = ndimage.affine_transform(
+        carrier, np.array(plan.matrix), offset=plan.box_offset, output_shape=plan.out_shape,
+        order=min(plan.order, 1), mode="constant", cval=0.0, prefilter=False,
+    )
+    return np.isnan(out)
+
+
+def _resample_block(
+    chunks: list[np.ndarray], mask_chunks: list[np.ndarray] | None, plan: _BlockPlan
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample one output block; returns (data float32, footprint bool, mask bool)."""
+    from scipy import ndimage
+
+    rows, cols = plan.out_shape
+    matrix = np.array(plan.matrix)
+    r, c = np.meshgrid(np.arange(rows, dtype=float), np.arange(cols, dtype=float), indexing="ij")
+    yin = matrix[0, 0] * r + matrix[0, 1] * c + plan.frame_offset[0]
+    xin = matrix[1, 0] * r + matrix[1, 1] * c + plan.frame_offset[1]
+    ny, nx = plan.frame_shape
+    footprint = (yin >= 0) & (yin <= ny - 1) & (xin >= 0) & (xin <= nx - 1)
+    mask = np.zeros(plan.out_shape, bool)
+    if not plan.pieces or not footprint.any():
+        return np.full(plan.out_shape, np.nan, np.float32), footprint, mask
+
+    box = _assemble(chunks, plan, np.float64)
+    bad = ~np.isfinite(box)
+    common = dict(offset=plan.box_offset, output_shape=plan.out_shape, mode="constant", cval=np.nan)
+    if plan.order <= 1 or not bad.any():
+        # scipy propagates NaN through the nearest / bilinear stencil by itself.
+        out = ndimage.affine_transform(box, matrix, order=plan.order, prefilter=plan.order > 1, **common)
+    elif bad.all():
+        out = np.full(plan.out_shape, np.nan)
+    else:
+        # The spline prefilter is global: fill NaN with the nearest valid value (limits ringing),
+        # interpolate, then blank every output pixel whose 4x4 stencil touches a NaN.
+        index = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
+        out = ndimage.affine_transform(box[tuple(index)], matrix, order=plan.order, **common)
+        out[_stencil_hits(bad, plan)] = np.nan
+    if mask_chunks is not None:
+        flags = _assemble(mask_chunks, plan, bool)
+        mask = _stencil_hits(flags, plan) & footprint
+        out[mask] = np.nan
+    out[~footprint] = np.nan
+    return out.astype(np.float32), footprint, mask
+
+
+def _parse_transforms(transforms: Any, frames: xr.DataArray) -> tuple[list[int], list[np.ndarray], list[str]]:
+    """Kept frame positions, their 3x3 matrices, and notes about frames left out."""
+    n = frames.sizes["frame"]
+    notes: list[str] = []
+    if isinstance(transforms, pd.DataFrame):
+        if "matrix" not in transforms.columns:
+            raise ConfigError("transforms table has no 'matrix' column; pass the table returned by find_transforms")
+        if len(transforms) != n:
+            raise ShapeMismatchError(
+                f"transforms has {len(transforms)} rows for {n} frames; pass the table find_transforms "
+                "returned for these same frames"
+            )
+        status = transforms["status"].tolist() if "status" in transforms.columns else ["ok"] * n
+        reason = transforms["reason"].tolist() if "reason" in transforms.columns else [""] * n
+        matrices = [np.asarray(m, dtype=float) for m in transforms["matrix"].tolist()]
+    else:
+        array = np.asarray(transforms, dtype=float)
+        if array.ndim != 3 or array.shape[0] != n or array.shape[1:] not in ((3, 3), (2, 3)):
+            raise ShapeMismatchError(
+                f"transforms must be a find_transforms table or an array of shape ({n}, 3, 3) or ({n}, 2, 3), "
+                f"got shape {array.shape}"
+            )
+        matrices = list(array)
+        status, reason = ["ok"] * n, [""] * n
+    kept, kept_m = [], []
+    for i, (s, m) in enumerate(zip(status, matrices)):
+        if m.shape == (2, 3):
+            m = np.vstack([m, [0.0, 0.0, 1.0]])
+        if m.shape != (3, 3):
+            raise ShapeMismatchError(f"transform of {_frame_label(frames, i)} has shape {m.shape}, expected (3, 3)")
+        if s != "ok":
+            notes.append(f"left out {_frame_label(frames, i)}: {reason[i] or s}")
+            continue
+        if not np.all(np.isfinite(m)) or abs(np.linalg.det(m[:2, :2])) < 1e-12:
+            raise RegistrationError(
+                f"transform of {_frame_label(frames, i)} is not finite or not invertible; mark it "
+                "status='failed' (find_transforms(..., on_failure='skip')) to leave it out"
+            )
+        kept.append(i)
+        kept_m.append(m)
+    if not kept:
+        raise RegistrationError("no frame has a usable transform; check find_transforms' 'reason' column")
+    return kept, kept_m, notes
+
+
+def _output_grid(
+    matrices: list[np.ndarray], shape: tuple[int, int], output_grid: str
+) -> tuple[int, int, int, int]:
+    """(y0, x0, ny, nx) of the output grid in reference pixel coordinates."""
+    ny, nx = shape
+    if output_grid == "reference":
+        return 0, 0, ny, nx
+    eps = 1e-9
+    corners = np.array([_apply_matrix(m, _corners_xy(shape)) for m in matrices])  # (n, 4, 2)
+    if output_grid == "union":
+        lo = np.ceil(corners.min(axis=(0, 1)) - eps)
+        hi = np.floor(corners.max(axis=(0, 1)) + eps)
+    else:
+        # Inner box of each frame: between the 2nd and 3rd smallest corner coordinate on each
+        # axis (inside the footprint for rotations under 45 degrees), then intersect.
+        ordered = np.sort(corners, axis=1)
+        lo = np.ceil(ordered[:, 1, :].max(axis=0) - eps)
+        hi = np.floor(ordered[:, 2, :].min(axis=0) + eps)
+    if np.any(hi < lo):
+        raise RegistrationError(
+            f"the frames have no common area for output_grid={output_grid!r}; use output_grid='union' "
+            "or leave out the frames that do not overlap"
+        )
+    x0, y0 = int(lo[0]), int(lo[1])
+    return y0, x0, int(hi[1]) - y0 + 1, int(hi[0]) - x0 + 1
+
+
+def _chunk_bounds(chunks: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(chunks)])
+
+
+def _block_pieces(
+    frame_index: int, ybox: tuple[int, int], xbox: tuple[int, int], chunks: tuple[tuple[int, ...], ...]
+) -> tuple[list[tuple[int, int, int]], tuple[tuple[int, slice, slice, slice, slice], ...]]:
+    """Input chunk indices overlapping the box, and where each piece goes."""
+    fb, yb, xb = (_chunk_bounds(c) for c in chunks)
+    fc = int(np.searchsorted(fb, frame_index, side="right") - 1)
+    f_local = frame_index - int(fb[fc])
+    keys, pieces = [], []
+    for cy in range(len(chunks[1])):
+        y_lo, y_hi = max(ybox[0], int(yb[cy])), min(ybox[1], int(yb[cy + 1]))
+        if y_lo >= y_hi:
+            continue
+        for cx in range(len(chunks[2])):
+            x_lo, x_hi = max(xbox[0], int(xb[cx])), min(xbox[1], int(xb[cx + 1]))
+            if x_lo >= x_hi:
+                continue
+            keys.append((fc, cy, cx))
+            pieces.append((
+                f_local,
+                slice(y_lo - int(yb[cy]), y_hi - int(yb[cy])),
+                slice(x_lo - int(xb[cx]), x_hi - int(xb[cx])),
+                slice(y_lo - ybox[0], y_hi - ybox[0]),
+                slice(x_lo - xbox[0], x_hi - xbox[0]),
+            ))
+    return keys, tuple(pieces)
+
+
+def _as_dask(array: Any, name: str) -> da.Array:
+    if isinstance(array, da.Array):
+        return array
+    array = np.asarray(array)
+    return da.from_array(array, chunks=(1,) + array.shape[1:], name=f"{name}-{tokenize(array)}")
+
+
+def apply_transforms(
+    frames: xr.DataArray,
+    transforms: pd.DataFrame | np.ndarray | Sequence[np.ndarray],
+    *,
+    output_grid: OutputGrid = "reference",
+    interpolation: Interpolation = "bilinear",
+    masks: xr.DataArray | None = None,
+    band: int | None = None,
+) -> xr.Dataset:
+    """Resample every frame onto a common grid, lazily.
+
+    Parameters
+    ----------
+    frames : xarray.DataArray
+        Cube with dims ``("frame", "y", "x")``; dask-backed (any chunking) or in memory.
+    transforms : pandas.DataFrame or array_like
+        The table returned by :func:`find_transforms` (rows whose ``status`` is not ``"ok"``
+        are left out of the output, and recorded in ``attrs["history"]``), or an array of
+        shape ``(n_frames, 3, 3)`` or ``(n_frames, 2, 3)`` mapping frame ``(x, y)`` pixels onto
+        reference pixels.
+    output_grid : {"reference", "union", "intersection"}, default "reference"
+        ``"reference"``: the reference frame's pixel grid.  ``"union"``: the smallest box of
+        reference pixels holding every frame's footprint.  ``"intersection"``: the box
+        covered by every frame (each frame's inner box, exact for rotations under 45 degrees).
+    interpolation : {"nearest", "bilinear", "bicubic"}, default "bilinear"
+        ``scipy.ndimage.affine_transform`` with ``order`` 0, 1 or 3 (cubic spline).
+    masks : xarray.DataArray, optional
+        Boolean cube of the frames' shape (True = rejected pixel: cosmic ray, bad pixel...).
+        Resampled with the rule: an output pixel is masked when any input pixel of its
+        interpolation stencil (nearest: 1 pixel, bilinear: 2x2, bicubic: 4x4) is masked.
+        Masked output pixels are NaN in ``data``, so rejected pixels stay rejected.
+    band : int, optional
+        Rows per output block (default: the input's row chunk size).  Output chunks are
+        ``(1, band, W)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``data`` (float32, NaN outside each frame's footprint, on masked pixels and where the
+        stencil touches an input NaN), ``footprint`` (bool: the output pixel centre maps
+        inside the frame, i.e. within ``[0, ny-1] x [0, nx-1]`` input pixel centres) and, when
+        ``masks`` is given, ``mask``.  Dims ``("frame", "y", "x")``; ``y``/``x`` coordinates are
+        reference-frame pixel indices (negative for a union grid reaching left/below the
+        reference); ``frame`` coordinates are those of the kept frames.
+
+    Raises
+    ------
+    ShapeMismatchError
+        When transforms or masks do not match the frames.
+    RegistrationError
+        When no frame is usable, a transform is not invertible, or an intersection is empty.
+    ConfigError
+        For an unknown option value.
+
+    Notes
+    -----
+    Does not compute.  Each output block is one task reading only the input chunks that
+    overlap the box its pixels map back to (plus a 1-pixel stencil margin; 18 pixels for
+    bicubic, whose spline prefilter is global: the halo bounds the difference from a
+    whole-frame ``affine_transform`` to ~1e-9 relative).  Memory per task is therefore about
+    one output block and one input box, whatever the number of frames.  Bilinear and nearest
+    results equal ``scipy.ndimage.affine_transform(frame, ..., mode="constant",
+    cval=nan)`` on the whole frame; bicubic does too on NaN-free data (NaN inputs are filled
+    with the nearest valid value before the prefilter, and every output pixel whose 4x4
+    stencil touches one is NaN).
+
+    Examples
+    --------
+    >>> table = find_transforms(frames, on_failure="skip")  # doctest: +SKIP
+    >>> aligned = apply_transforms(frames, table, output_grid="union")  # doctest: +SKIP
+    >>> stack = daskred.combine(aligned["data"], method="median")  # doctest: +SKIP
+    """
+    _check_cube(frames)
+    _check_choice("output_grid", output_grid, _OUTPUT_GRIDS)
+    _check_choice("interpolation", interpolation, tuple(_ORDERS))
+    if band is not None and (not isinstance(band, (int, np.integer)) or band < 1):
+        raise ConfigError(f"band={band!r} must be a positive number of rows")
+    kept, matrices, notes = _parse_transforms(transforms, frames)
+    shape = (frames.sizes["y"], frames.sizes["x"])
+    order = _ORDERS[interpolation]
+    margin = 1 if order <= 1 else 2 + _CUBIC_HALO
+
+    data = _as_dask(frames.data, "frames")
+    if data.dtype.kind != "f":
+        data = data.astype(np.float32)
+    mask_data = None
+    if masks is not None:
+        _check_cube(masks, "masks")
+        if masks.shape != frames.shape:
+            raise ShapeMismatchError(
+                f"masks has shape {masks.shape}, frames {frames.shape}; give one boolean mask per frame pixel"
+            )
+        mask_data = _as_dask(masks.data, "masks")
+        mask_data = (mask_data if mask_data.dtype == bool else mask_data != 0).rechunk(data.chunks)
+
+    y0, x0, n_rows, n_cols = _output_grid(matrices, shape, output_grid)
+    band = int(band) if band is not None else int(data.chunks[1][0])
+    row_chunks = tuple(min(band, n_rows - r) for r in range(0, n_rows, band))
+
+    token = tokenize(data.name, None if mask_data is None else mask_data.name,
+                     [m.tolist() for m in matrices], kept, (y0, x0, n_rows, n_cols), order, row_chunks)
+    name = f"apply-transforms-{token}"
+    layer: dict[Any, Any] = {}
+    for j, (i, m) in enumerate(zip(kept, matrices)):
+        inv = np.linalg.inv(m)
+        # (row, col) form of the inverse transform: input_yx = a @ output_yx + t
+        a = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
+        t = np.array([inv[1, 2], inv[0, 2]])
+        r0 = 0
+        for b, rows in enumerate(row_chunks):
+            origin = np.array([y0 + r0, x0], dtype=float)
+            frame_offset = a @ origin + t
+            corners = np.array([[0, 0], [0, n_cols - 1], [rows - 1, 0], [rows - 1, n_cols - 1]], float)
+            mapped = corners @ a.T + frame_offset
+            lo = np.floor(mapped.min(axis=0)).astype(int) - margin
+            hi = np.floor(mapped.max(axis=0)).astype(int) + margin + 1
+            ybox = (max(lo[0], 0), min(hi[0], shape[0]))
+            xbox = (max(lo[1], 0), min(hi[1], shape[1]))
+            if ybox[0] >= ybox[1] or xbox[0] >= xbox[1]:
+                keys, pieces, ybox, xbox = [], (), (0, 0), (0, 0)
+            else:
+                keys, pieces = _block_pieces(i, ybox, xbox, data.chunks)
+            plan = _BlockPlan(
+                pieces=pieces,
+                box_shape=(ybox[1] - ybox[0], xbox[1] - xbox[0]),
+                out_shape=(rows, n_cols),
+                matrix=((float(a[0, 0]), float(a[0, 1])), (float(a[1, 0]), float(a[1, 1]))),
+                box_offset=(float(frame_offset[0] - ybox[0]), float(frame_offset[1] - xbox[0])),
+                frame_offset=(float(frame_offset[0]), float(frame_offset[1])),
+                frame_shape=shape,
+                order=order,
+            )
+            data_keys = [(data.name, *k) for k in keys]
+            mask_keys = None if mask_data is None else [(mask_data.name, *k) for k in keys]
+            layer[(name, j, b, 0)] = (_resample_block, data_keys, mask_keys, plan)
+            r0 += rows
+    deps = [data] if mask_data is None else [data, mask_data]
+    chunks = ((1,) * len(kept), row_chunks, (n_cols,))
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
+    blocks = da.Array(graph, name, chunks=chunks, meta=np.empty((0, 0, 0), dtype=object))
+
+    def _part(index: int, dtype: Any, label: str) -> da.Array:
+        part_name = f"{label}-{token}"
+        part_layer = {(part_name, *k[1:]): (_take, k, index) for k in layer}
+        part_graph = HighLevelGraph.from_collections(part_name, part_layer, dependencies=[blocks])
+        return da.Array(part_graph, part_name, chunks=chunks, meta=np.empty((0, 0, 0), dtype=dtype))
+
+    coords = {
+        key: coord.isel(frame=kept) for key, coord in frames.coords.items()
+        if coord.dims == ("frame",)
+    }
+    coords["y"] = ("y", np.arange(y0, y0 + n_rows))
+    coords["x"] = ("x", np.arange(x0, x0 + n_cols))
+    dims = ("frame", "y", "x")
+    history = list(frames.attrs.get("history", []))
+    history.append(
+        f"apply_transforms: {len(kept)} frame(s) onto the {output_grid} grid "
+        f"(y0={y0}, x0={x0}, {n_rows}x{n_cols}), {interpolation} interpolation"
+    )
+    history.extend(f"apply_transforms: {note}" for note in notes)
+    attrs = {**frames.attrs, "history": history}
+    variables = {
+        "data": xr.Variable(dims, _part(0, np.float32, "aligned-data"), attrs=attrs),
+        "footprint": xr.Variable(dims, _part(1, bool, "aligned-footprint")),
+    }
+    if mask_data is not None:
+        variables["mask"] = xr.Variable(dims, _part(2, bool, "aligned-mask"))
+    return xr.Dataset(
+        variables,
+        coords=coords,
+        attrs={"output_grid": output_grid, "interpolation": interpolation, "history": history},
+    )
+
+
+def _take(parts: tuple[np.ndarray, np.ndarray, np.ndarray], index: int) -> np.ndarray:
+    return parts[index][np.newaxis]
