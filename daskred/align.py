@@ -111,6 +111,7 @@ def _detect_stars(image: np.ndarray, fwhm: float, threshold: float, max_stars: i
     """Return the ``max_stars`` brightest stars of ``image`` as an (n, 3) array x, y, flux."""
     from astropy.stats import sigma_clipped_stats
     from photutils.detection import DAOStarFinder
+    from photutils.utils.exceptions import NoDetectionsWarning
 
     data = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(data)
@@ -121,7 +122,9 @@ def _detect_stars(image: np.ndarray, fwhm: float, threshold: float, max_stars: i
         return np.empty((0, 3))
     work = np.where(finite, data - median, 0.0)
     finder = DAOStarFinder(threshold=threshold * std, fwhm=fwhm, exclude_border=True, n_brightest=max_stars)
-    table = finder(work, mask=~finite)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        table = finder(work, mask=~finite)
     if table is None or len(table) == 0:
         return np.empty((0, 3))
     stars = np.column_stack([
@@ -200,11 +203,17 @@ def _match_star_lists(
     i = j = np.empty(0, int)
     # Refine: match every star by mutual nearest neighbour and refit by least squares, so the
     # result does not depend on astroalign's random sampling.
-    for _ in range(4):
+    for _ in range(5):
         i, j = _mutual_matches(_apply_matrix(matrix, src_all), ref_all, match_radius)
         if len(i) < max(_min_model_points(model), 2):
             break
         matrix = _fit_model(src_all[i], ref_all[j], model)
+        # Reject blends and mismatches: radial residuals beyond 3x their median.
+        dist = np.hypot(*(_apply_matrix(matrix, src_all[i]) - ref_all[j]).T)
+        keep = dist <= max(3.0 * float(np.median(dist)), 0.05)
+        if keep.sum() >= max(_min_model_points(model), 2) and not keep.all():
+            i, j = i[keep], j[keep]
+            matrix = _fit_model(src_all[i], ref_all[j], model)
     n = len(i)
     if n < max(_min_model_points(model), 2):
         return nan3, n, math.nan, f"only {n} star(s) matched the reference frame after refinement"
@@ -223,22 +232,33 @@ def _prepare_xcorr(image: np.ndarray) -> np.ndarray:
 
 
 def _xcorr_shift(ref: np.ndarray, image: np.ndarray, upsample: int) -> tuple[float, float, float]:
-    """Shift (dx, dy) that maps ``image`` onto ``ref`` and the significance of the peak."""
+    """Shift (dx, dy) that maps ``image`` onto ``ref`` and the significance of the peak.
+
+    The integer shift and its significance come from the phase-correlation surface; the
+    subpixel shift from an upsampled cross-correlation of the overlapping parts only (stars
+    entering or leaving the field would otherwise bias it by ~0.1 px).
+    """
     from skimage.registration import phase_cross_correlation
 
     work = _prepare_xcorr(image)
-    f_ref = np.fft.fft2(ref)
-    f_img = np.fft.fft2(work)
-    cross = f_ref * np.conj(f_img)
+    cross = np.fft.fft2(ref) * np.conj(np.fft.fft2(work))
     amplitude = np.abs(cross)
     amplitude[amplitude == 0] = 1.0
     surface = np.fft.ifft2(cross / amplitude).real
     std = surface.std()
     snr = float((surface.max() - surface.mean()) / std) if std > 0 else 0.0
-    shift, _, _ = phase_cross_correlation(
-        f_ref, f_img, space="fourier", upsample_factor=upsample, normalization=None
-    )
-    return float(shift[1]), float(shift[0]), snr
+    ny, nx = ref.shape
+    iy, ix = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    iy = int(iy) - ny if iy > ny // 2 else int(iy)
+    ix = int(ix) - nx if ix > nx // 2 else int(ix)
+    # ref(p) = image(p - s): overlap in reference pixels
+    ys, xs = slice(max(iy, 0), min(ny, ny + iy)), slice(max(ix, 0), min(nx, nx + ix))
+    if ys.stop - ys.start < 8 or xs.stop - xs.start < 8:
+        return float(ix), float(iy), snr
+    part_ref = ref[ys, xs]
+    part_img = work[ys.start - iy:ys.stop - iy, xs.start - ix:xs.stop - ix]
+    fine, _, _ = phase_cross_correlation(part_ref, part_img, upsample_factor=upsample, normalization=None)
+    return float(ix + fine[1]), float(iy + fine[0]), snr
 
 
 def _decompose(matrix: np.ndarray) -> tuple[float, float, float, float]:
