@@ -179,17 +179,20 @@ def _combine_block(
     weighted: bool,
     with_counts: bool,
 ) -> np.ndarray:
-    """Combine one ``(N, band, W)`` block; returns ``(k, band, W)`` float32 (k = 1 or 4)."""
+    """Combine one ``(N, band, W)`` block; returns ``(k, band, W)`` float32 (k = 1 or 4).
+
+    ``scales``, ``zeros`` and ``weights`` arrive as ``(N, 1, 1)`` arrays.
+    """
     if rejection.clip is None and not scaled and method in ("median", "min", "max"):
         x = block  # these reductions never write into their input
     else:
         x = block.astype(np.float64)
         if scaled:
-            x *= scales[:, None, None]
-            x += zeros[:, None, None]
+            x *= scales
+            x += zeros
     nvalid_in = None if not with_counts else (~np.isnan(block)).sum(0, dtype=np.int32)
     n_low, n_high = _reject(x, rejection)
-    image = _reduce(x, method, weights[:, None, None] if weighted else None)
+    image = _reduce(x, method, weights if weighted else None)
     if not with_counts:
         return image.astype(np.float32)[np.newaxis]
     count = nvalid_in - n_low - n_high
@@ -257,8 +260,8 @@ def _scaling(
                 raise ConfigError("scale='exptime' needs an 'exptime' coordinate along frame (open the "
                                   "frames with daskred.open_frames, or pass scale=[...] factors)")
             t = np.asarray(frames.coords["exptime"].values, dtype=np.float64)
-            bad = [str(p) for p, v in zip(frames.coords.get("path", range(nframes)).values, t)
-                   if not (np.isfinite(v) and v > 0)]
+            names = frames.coords["path"].values if "path" in frames.coords else range(nframes)
+            bad = [str(p) for p, v in zip(names, t) if not (np.isfinite(v) and v > 0)]
             if bad:
                 raise ConfigError(f"scale='exptime' needs a positive EXPTIME; missing or <= 0 in {', '.join(bad[:5])}")
             scales = t.mean() / t
