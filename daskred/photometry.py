@@ -33,7 +33,7 @@ import xarray as xr
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.stats import SigmaClip, sigma_clip
+from astropy.stats import SigmaClip, mad_std
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
@@ -176,15 +176,17 @@ def _resolve_positions(
         names = np.asarray(table[name_col]).astype(str) if name_col else None
         has_xy = _column(table, "x") is not None and _column(table, "y") is not None
         has_sky = _column(table, "ra") is not None and _column(table, "dec") is not None
+        if not (has_xy or has_sky):
+            raise ConfigError(
+                f"sources need columns 'x' and 'y' (pixels) or 'ra' and 'dec' (degrees), got {table.colnames}"
+            )
         use_sky = coords == "sky" or (coords == "auto" and not has_xy)
         if use_sky and not has_sky:
             raise ConfigError(
                 f"sources need columns 'ra' and 'dec' (degrees) for coords='sky', got {table.colnames}"
             )
         if not use_sky and not has_xy:
-            raise ConfigError(
-                f"sources need columns 'x' and 'y' (pixels) or 'ra' and 'dec' (degrees), got {table.colnames}"
-            )
+            raise ConfigError(f"sources need columns 'x' and 'y' (pixels) for coords='pixel', got {table.colnames}")
         if use_sky:
             sky = _sky_coords(table, "sources")
         else:
@@ -281,9 +283,13 @@ def _measure_fwhm(
         boxbad = bad[y0:y1, x0:x1]
         edge = np.ones(box.shape, bool)
         edge[2:-2, 2:-2] = False
-        level = np.median(box[edge & ~boxbad]) if np.any(edge & ~boxbad) else math.nan
-        if not math.isfinite(level):
+        ring = box[edge & ~boxbad]
+        if ring.size < 8:
             continue
+        level, noise = float(np.median(ring)), float(mad_std(ring))
+        peak = float(np.max(np.where(boxbad, -np.inf, box))) - level
+        if not (math.isfinite(level) and peak > 5.0 * noise and peak > 0):
+            continue  # no star to fit here
         work[y0:y1, x0:x1] = np.where(boxbad, 0.0, box - level)
         keep[y0:y1, x0:x1] = boxbad
         xy.append((xi, yi))
@@ -394,14 +400,19 @@ def aperture_photometry(
     This function computes: it evaluates ``image`` (and ``variance``, ``mask``) in one
     ``dask.compute`` call and works on the numbers in memory.
 
-    Noise model, per aperture of area ``A`` with ``n`` annulus pixels of clipped standard
-    deviation ``s``: ``flux_err**2 = sum(var) + (A * background_err)**2`` where
-    ``background_err = s / sqrt(n)`` (times ``sqrt(pi / 2)`` for the median) and the
-    per-pixel variance ``var`` is ``variance`` when given; else ``max(image, 0) / gain +
-    (rdnoise / gain)**2`` when a gain is known (the image must still contain its sky);
-    else ``s**2`` (the annulus scatter: sky and read noise, no source Poisson term).
-    ``sum(var)`` follows photutils (aperture weights times variance).  ``meta["noise_model"]``
-    says which was used.
+    Noise model, per aperture of area ``A`` (``meta["noise_model"]`` says which applied),
+    with ``n`` annulus pixels of clipped standard deviation ``s`` and local level ``b``:
+    ``flux_err**2 = P + (A * background_err)**2``, ``background_err = s / sqrt(n)`` (times
+    ``sqrt(pi / 2)`` for the median), and ``P`` is
+
+    - ``"variance"`` (a ``variance`` plane given): the aperture sum of the variance
+      (photutils convention, aperture weights times variance), which holds every term;
+    - ``"ccd"`` (a gain known): ``max(flux, 0) / gain + A * max(s**2, max(b, 0) / gain +
+      (rdnoise / gain)**2)``, the CCD equation; the sky term is never smaller than the
+      measured annulus scatter, so a background-subtracted image (whose sky no longer
+      shows in its pixel values) does not get too small an error;
+    - ``"background"`` (neither): ``A * s**2``, sky and read noise only, no Poisson term
+      for the star (right for faint stars, too small for bright ones).
 
     Sources given as sky coordinates whose centre falls outside the image are dropped (a
     catalog usually covers more sky than one image); pixel positions outside the image
@@ -513,6 +524,7 @@ def aperture_photometry(
     edge = (x - r_ap < -0.5) | (x + r_ap > nx - 0.5) | (y - r_ap < -0.5) | (y + r_ap > ny - 0.5)
     flags[edge & on] |= PhotFlag.EDGE
 
+    model = "variance" if var is not None else ("ccd" if gain is not None else "background")
     flux = np.full(n, np.nan)
     flux_err = np.full(n, np.nan)
     bkg = np.full(n, np.nan)
@@ -528,7 +540,7 @@ def aperture_photometry(
         sky = ApertureStats(data, ann, mask=bad, sigma_clip=clip)
         level = np.atleast_1d(sky.median if background == "median" else sky.mean)
         scatter = np.atleast_1d(sky.std)
-        used = np.atleast_1d(np.asarray(sky.center_aper_area.value))
+        used = np.nan_to_num(np.atleast_1d(np.asarray(sky.center_aper_area.value)), nan=0.0)
         geometric = np.pi * (r_out**2 - r_in**2)
         ok_sky = np.isfinite(level) & (used >= 0.5 * geometric)
         flags[idx[~ok_sky]] |= PhotFlag.BACKGROUND
@@ -537,20 +549,17 @@ def aperture_photometry(
         factor = math.sqrt(math.pi / 2.0) if background == "median" else 1.0
         level_err = factor * scatter / np.sqrt(np.maximum(used, 1))
 
-        if var is not None:
-            err_map, model = np.sqrt(np.clip(var, 0.0, None)), "variance"
-        elif gain is not None:
-            err_map = np.sqrt(np.clip(data, 0.0, None) / gain + (rdnoise / gain) ** 2)
-            model = "ccd"
-        else:
-            err_map, model = None, "background"
+        err_map = np.sqrt(np.clip(var, 0.0, None)) if var is not None else None
         stats = ApertureStats(
             data, aper, error=err_map, mask=bad, local_bkg=level, sum_method=method
         )
         sums = np.atleast_1d(stats.sum)
         areas = np.atleast_1d(np.asarray(stats.sum_aper_area.value))
-        if err_map is not None:
+        if var is not None:
             pixvar = np.atleast_1d(stats.sum_err) ** 2
+        elif gain is not None:
+            sky_var = np.fmax(scatter**2, np.clip(level, 0.0, None) / gain + (rdnoise / gain) ** 2)
+            pixvar = np.clip(sums, 0.0, None) / gain + areas * sky_var
         else:
             pixvar = areas * scatter**2
         flux[idx] = sums
@@ -571,8 +580,6 @@ def aperture_photometry(
                 flags[j] |= PhotFlag.MASKED
             if saturate is not None and np.any(data[large][touched][~cut_bad] >= saturate):
                 flags[j] |= PhotFlag.SATURATED
-    else:
-        model = "variance" if var is not None else ("ccd" if gain is not None else "background")
 
     table = Table()
     table["id"] = np.arange(1, n + 1)
@@ -800,29 +807,27 @@ def _clipped_fit(
     """Weighted linear least squares with iterative sigma clipping of the residuals.
 
     Returns the parameters, their covariance and the boolean mask of points used.
-    Residuals are clipped in units of their errors (inverse-variance weighting) or raw
-    (equal weighting), about their median, with a MAD-based standard deviation.  The
-    covariance is scaled by the reduced chi-square when that exceeds 1.
+    Residuals (in units of their errors for inverse-variance weighting) are clipped
+    about their median at ``sigma`` times their MAD standard deviation, but never
+    within ``sigma`` times their own error: a point consistent with the fit within its
+    uncertainty is kept even when the others agree better than their errors say.
+    The covariance is scaled by the reduced chi-square when that exceeds 1.
     """
     npar = design.shape[1]
     weighted = weighting == "inverse_variance"
     used = np.ones(len(y), dtype=bool)
-    for _ in range(max(int(maxiters), 0) + 1):
-        params, cov = _wls(y[used], err[used], design[used], weighted)
+    for _ in range(int(maxiters)):
         if used.sum() <= npar + 1:
             break
+        params, _ = _wls(y[used], err[used], design[used], weighted)
         resid = y - design @ params
         scaled = resid / err if weighted else resid
-        clipped = sigma_clip(
-            scaled[used], sigma=sigma, maxiters=1, cenfunc="median", stdfunc="mad_std"
-        )
-        if not np.any(clipped.mask):
+        floor = 1.0 if weighted else float(np.median(err[used]))
+        spread = max(float(mad_std(scaled[used])), floor)
+        out = used & (np.abs(scaled - np.median(scaled[used])) > sigma * spread)
+        if not np.any(out) or used.sum() - out.sum() < npar:
             break
-        new = used.copy()
-        new[np.flatnonzero(used)[clipped.mask]] = False
-        if new.sum() < npar:
-            break
-        used = new
+        used &= ~out
     params, cov = _wls(y[used], err[used], design[used], weighted)
     return params, cov, used
 
@@ -954,8 +959,10 @@ def zero_point(
         Fit a colour term against this catalog colour: a column name, or two magnitude
         columns whose difference is the colour (``("B", "V")`` for B-V).
     sigma, maxiters : float, int
-        Sigma clipping of the per-star zero points (median centre, MAD standard deviation,
-        in units of each star's error for inverse-variance weighting).
+        Sigma clipping of the per-star zero points: a star is rejected when it lies more
+        than ``sigma`` times the MAD standard deviation from the median (residuals in
+        units of each star's error for inverse-variance weighting), and more than
+        ``sigma`` times its own error.
     weighting : {"inverse_variance", "equal"}
         Weighted mean (error scaled by sqrt of the reduced chi-square when above 1) or
         plain mean (error = standard error of the clipped mean).
