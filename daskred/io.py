@@ -187,6 +187,8 @@ def _as_table(source: Any, hdu: int | str | None) -> pd.DataFrame:
         if not paths:
             raise FitsFileError("no input files were given to open_frames")
         table = scan(paths, on_error="raise")
+        if table.empty:
+            raise FitsFileError(f"no FITS files found in {', '.join(map(str, paths[:3]))}; check the path or pattern")
     if "path" not in table.columns or "hdu" not in table.columns:
         raise ConfigError(
             "open_frames needs a table with 'path' and 'hdu' columns, as returned by daskred.scan()"
@@ -392,7 +394,8 @@ def to_fits(
         Output file.
     header : astropy Header or mapping, optional
         Cards for the primary HDU (e.g. WCS, provenance).  ``attrs["history"]`` entries
-        are appended as HISTORY cards.
+        and ``attrs["inputs"]`` paths are appended as HISTORY cards; ``attrs["ncombine"]``
+        and ``attrs["combine"]`` become NCOMBINE and COMBINE.
     overwrite : bool
         Replace an existing file.  An input file of ``obj`` (its ``path`` coordinate or
         ``attrs["inputs"]``) is never overwritten.
@@ -415,8 +418,14 @@ def to_fits(
     _check_target(path, _input_paths(obj), overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     primary_cards = _clean(_fits_header_cards(header))
+    if "ncombine" in obj.attrs and "NCOMBINE" not in primary_cards:
+        primary_cards["NCOMBINE"] = (int(obj.attrs["ncombine"]), "number of frames combined")
+    if "combine" in obj.attrs and "COMBINE" not in primary_cards:
+        primary_cards["COMBINE"] = (str(obj.attrs["combine"]), "combine settings")
     for entry in obj.attrs.get("history", []) or []:
         primary_cards.add_history(str(entry))
+    for entry in obj.attrs.get("inputs", []) or []:
+        primary_cards.add_history(f"input: {entry}")
     if "units" in obj.attrs and "BUNIT" not in primary_cards:
         primary_cards["BUNIT"] = str(obj.attrs["units"])
 
