@@ -209,7 +209,7 @@ def _detect_block(
 
 
 def detect_cosmics(
-    frames: xr.DataArray,
+    frames: xr.DataArray | xr.Dataset,
     *,
     sigclip: float = 4.5,
     sigfrac: float = 0.3,
@@ -231,9 +231,11 @@ def detect_cosmics(
 
     Parameters
     ----------
-    frames : xarray.DataArray
+    frames : xarray.DataArray or xarray.Dataset
         Frames with dims ``("frame", "y", "x")`` (or one image ``("y", "x")``), backed by
-        dask (a numpy-backed array is wrapped, one chunk per frame).  Pixel values must
+        dask (a numpy-backed array is wrapped, one chunk per frame).  A calibrated Dataset
+        is accepted: its ``"data"`` is cleaned and its ``"mask"`` (bad pixels) is ignored
+        like ``inmask``.  Pixel values must
         include the sky (do not subtract the background first): the noise model is built
         from them.
     sigclip : float
@@ -314,8 +316,19 @@ def detect_cosmics(
     >>> cr = dr.detect_cosmics(frames, gain=1.0, readnoise=5.0)  # doctest: +SKIP
     >>> cleaned, crmask = cr["data"], cr["mask"]                   # doctest: +SKIP
     """
+    if isinstance(frames, xr.Dataset):
+        # a calibrated Dataset: its bad-pixel mask joins the user's mask
+        if "data" not in frames:
+            raise ConfigError(f"a Dataset passed to detect_cosmics needs a 'data' variable, got {list(frames)}")
+        if "mask" in frames:
+            bad = frames["mask"].astype(bool)
+            if inmask is not None:
+                other = inmask if isinstance(inmask, xr.DataArray) else xr.DataArray(inmask, dims=bad.dims[-np.ndim(inmask):])
+                bad = bad | other
+            inmask = bad
+        frames = frames["data"]
     if not isinstance(frames, xr.DataArray):
-        raise TypeError(f"frames must be an xarray.DataArray, got {type(frames).__name__}")
+        raise TypeError(f"frames must be an xarray.DataArray or Dataset, got {type(frames).__name__}")
     single = frames.dims == ("y", "x")
     if single:
         frames = frames.expand_dims("frame")
