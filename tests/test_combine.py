@@ -268,7 +268,10 @@ def test_exptime_scaling_and_zero_offsets():
 # ------------------------------------------------------------------ structure
 @pytest.mark.parametrize("kwargs", [dict(method="median"), dict(method="mean", clip="sigma", sigma=2.0),
                                     dict(method="median", clip="minmax", with_counts=True),
-                                    dict(method="mean", scale="median")])
+                                    dict(method="mean", scale="median"),
+                                    dict(method="mean", clip="winsorized", sigma=2.0),
+                                    dict(method="mean", clip="ccdclip", gain=1.0, rdnoise=5.0, sigma=2.0),
+                                    dict(method="mean", clip="mad", maxiters=None, with_counts=True)])
 def test_chunk_invariance(kwargs):
     cube = _cube(seed=15)
     results = []
