@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -11,7 +13,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 from scipy import ndimage
 
 from daskred.align import apply_transforms, find_transforms
@@ -470,3 +472,34 @@ def test_register_resample_and_stack_conserves_positions_and_flux(field):
     offsets = np.hypot(*(measured_xy - ref_xy[inside]).T)
     assert np.median(offsets[bright]) < 0.1
     assert np.median(np.abs(measured_flux[bright] / flux[inside][bright] - 1)) < 0.01
+
+
+# ----------------------------------------------------------------------------- real frames
+
+LOWELL_LIGHT = Path(__file__).resolve().parents[2] / "shared" / "data" / "lowell42-nasa42-5945" / "light_VR"
+
+
+@pytest.mark.realdata
+def test_real_lowell_frames_register_like_their_header_wcs():
+    """Guided frames 25 min apart: asterism, cross-correlation and the SCAMP header WCS agree."""
+    paths = [LOWELL_LIGHT / "20190326.0128.fits", LOWELL_LIGHT / "20190326.0138.fits"]
+    if not all(p.is_file() for p in paths):
+        pytest.skip(f"real frames not available at {LOWELL_LIGHT}")
+    from daskred.astrometry import repair_wcs_header
+
+    ys, xs = slice(300, 701), slice(300, 801)  # inside the light-sensitive area
+    planes = np.stack([fits.getdata(p)[ys, xs].astype(np.float32) for p in paths])
+    systems = []
+    for p in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            systems.append(WCS(repair_wcs_header(fits.getheader(p))).celestial.slice((ys, xs)))
+    frames = _cube(planes, chunks=(1, 128, 501), paths=[p.name for p in paths])
+    stars = find_transforms(frames, fwhm=4.0)
+    header = find_transforms(frames, method="wcs", wcs=systems)
+    shift = find_transforms(frames, method="xcorr")
+    assert list(stars.status) == ["ok", "ok"] and stars.n_matches[1] >= 30 and stars.rms_px[1] < 0.15
+    corners = _corners(planes.shape[1:])
+    assert np.abs(_apply(stars.matrix[1], corners) - _apply(header.matrix[1], corners)).max() < 0.1
+    assert abs(shift.dx[1] - header.dx[1]) < 0.1 and abs(shift.dy[1] - header.dy[1]) < 0.1
+    assert 0.2 < abs(stars.dx[1]) < 1.0  # the small drift of the README (~0.4 px in x)

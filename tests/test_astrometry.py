@@ -7,7 +7,6 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 from astropy.io import fits
