@@ -1286,9 +1286,14 @@ def _frame_row(exp: _Exposure, opts: _Options, truth: dict[str, Any], det: _Dete
         "dx": exp.dx if on_sky else math.nan,
         "dy": exp.dy if on_sky else math.nan,
     }
-    if on_sky:
+    if on_sky and exp.path == exp.reference:
+        coeffs = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    elif on_sky:
         ref = refs["science" if exp.kind == "light" else "standard"]
         coeffs = _affine(ref, _wcs(exp.ra, exp.dec, exp.rotation, opts.shape), opts.shape)
+        a, b, c, d, tx, ty = coeffs
+        cx, cy = (nx - 1) / 2, (ny - 1) / 2  # where the reference centre lands, relative to the centre
+        row["dx"], row["dy"] = a * cx + b * cy + tx - cx, c * cx + d * cy + ty - cy
     else:
         coeffs = np.full(6, math.nan)
     row.update(zip(("a", "b", "c", "d", "tx", "ty"), (float(v) for v in coeffs)))
