@@ -32,7 +32,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from .errors import ConfigError, RegistrationError, ShapeMismatchError
+from .errors import ConfigError, HeaderError, RegistrationError, ShapeMismatchError
 
 __all__ = ["find_transforms", "apply_transforms"]
 
@@ -300,7 +300,7 @@ def _frame_wcs(frames: xr.DataArray, wcs: Sequence[Any] | None) -> list[Any]:
             raise ShapeMismatchError(f"wcs= holds {len(wcs)} entries for {n} frames; give one WCS or header per frame")
         sources: list[Any] = list(wcs)
     elif "header" in frames.coords:
-        sources = [str(h) for h in frames.coords["header"].values]
+        sources = [fits.Header.fromstring(str(h)) for h in frames.coords["header"].values]
     elif "path" in frames.coords:
         hdus = frames.coords["hdu"].values if "hdu" in frames.coords else [0] * n
         sources = []
@@ -308,7 +308,7 @@ def _frame_wcs(frames: xr.DataArray, wcs: Sequence[Any] | None) -> list[Any]:
             try:
                 sources.append(fits.getheader(str(path), int(hdu)))
             except (OSError, IndexError) as err:
-                sources.append(f"cannot read the header of {path} (HDU {hdu}): {err}")
+                sources.append(RegistrationError(f"cannot read the header of {path} (HDU {hdu}): {err}"))
     else:
         raise ConfigError(
             "method='wcs' needs a WCS per frame: pass wcs=[WCS or header, ...], or frames with a 'header' "
@@ -316,24 +316,29 @@ def _frame_wcs(frames: xr.DataArray, wcs: Sequence[Any] | None) -> list[Any]:
         )
     out: list[Any] = []
     for source in sources:
-        if isinstance(source, WCS):
-            out.append(source.celestial if source.has_celestial else "the WCS has no celestial axes")
-            continue
-        if isinstance(source, str) and not source.startswith("cannot read"):
+        if isinstance(source, str):
             source = fits.Header.fromstring(source)
-        if isinstance(source, fits.Header):
-            header = repair_wcs_header(source)
+        if isinstance(source, RegistrationError):
+            out.append(str(source))
+        elif isinstance(source, WCS):
+            out.append(source.celestial if source.has_celestial else "the WCS has no celestial axes")
+        elif isinstance(source, fits.Header):
+            try:
+                header = repair_wcs_header(source)
+            except HeaderError as err:
+                out.append(str(err))
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FITSFixedWarning)
                 w = WCS(header, relax=True)
             if not w.has_celestial:
                 out.append("the header holds no celestial WCS (CTYPE1/CTYPE2 RA/DEC)")
-            elif np.allclose(w.celestial.wcs.crval, 0.0) and "CRVAL1" not in header:
+            elif "CRVAL1" not in header or "CRVAL2" not in header:
                 out.append("the header holds no CRVAL1/CRVAL2")
             else:
                 out.append(w.celestial)
-            continue
-        out.append(source if isinstance(source, str) else f"unsupported WCS source {type(source).__name__}")
+        else:
+            out.append(f"unsupported WCS source {type(source).__name__}; give an astropy WCS or FITS header")
     return out
 
 
@@ -812,7 +817,9 @@ def apply_transforms(
     overlap the box its pixels map back to (plus a 1-pixel stencil margin; 18 pixels for
     bicubic, whose spline prefilter is global: the halo bounds the difference from a
     whole-frame ``affine_transform`` to ~1e-9 relative).  Memory per task is therefore about
-    one output block and one input box, whatever the number of frames.  Bilinear and nearest
+    one output block and one input box, whatever the number of frames (the box of a band of
+    ``band`` rows and ``W`` columns is about ``band + W |sin(rotation)|`` rows high, so small
+    rotations cost little; a frame rotated by ~90 degrees reads whole frames).  Bilinear and nearest
     results equal ``scipy.ndimage.affine_transform(frame, ..., mode="constant",
     cval=nan)`` on the whole frame; bicubic does too on NaN-free data (NaN inputs are filled
     with the nearest valid value before the prefilter, and every output pixel whose 4x4

@@ -210,6 +210,23 @@ def test_wcs_method_from_wcs_objects_and_header_strings():
     assert np.allclose(np.stack(table2.matrix), np.stack(table.matrix), atol=1e-6)
 
 
+def test_wcs_method_reads_headers_from_paths(tmp_path):
+    ref = _reference_wcs()
+    paths = []
+    for k, truth in enumerate(TRUTHS[:2]):
+        header = _frame_wcs(truth, ref).to_header()
+        header["CRVAL1"] = str(header["CRVAL1"])  # string-valued, as in real files
+        path = tmp_path / f"w{k}.fits"
+        fits.PrimaryHDU(np.zeros((3, 5), np.float32), header=header).writeto(path)
+        paths.append(str(path))
+    paths.append(str(tmp_path / "missing.fits"))
+    frames = _cube(np.zeros((3, *SHAPE), np.float32), paths=paths)
+    table = find_transforms(frames, method="wcs", on_failure="skip")
+    assert list(table.status) == ["ok", "ok", "failed"]
+    assert np.allclose(table.matrix[1], TRUTHS[1], atol=1e-6)
+    assert "cannot read the header of" in table.reason[2] and "missing.fits" in table.reason[2]
+
+
 def test_wcs_method_reports_frames_without_wcs():
     ref = _reference_wcs()
     headers = [ref.to_header(), fits.Header({"OBJECT": "x"})]
