@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import bottleneck as bn
+import numba
 import dask
 import dask.array as da
 import numpy as np
@@ -61,19 +62,8 @@ class _Rejection:
 
 
 # --------------------------------------------------------------------------- kernels
-def _center(x: np.ndarray, cenfunc: str) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return bn.nanmedian(x, axis=0) if cenfunc == "median" else bn.nanmean(x, axis=0)
-
-
-def _spread(x: np.ndarray, stdfunc: str) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        if stdfunc == "std":
-            return bn.nanstd(x, axis=0)
-        med = bn.nanmedian(x, axis=0)
-        return _MAD_TO_STD * bn.nanmedian(np.abs(x - med), axis=0)
-
-
+# Kernels see one block as ``x[pixel, frame]`` (C order, float64): every statistic then
+# runs along the contiguous last axis, and the pixels still being clipped are whole rows.
 def _winsorized_sigma(x: np.ndarray, center: np.ndarray, passes: int = 10) -> np.ndarray:
     """Robust spread by iterative winsorization at 1.5 sigma (1.134 restores a normal sigma).
 
@@ -81,13 +71,13 @@ def _winsorized_sigma(x: np.ndarray, center: np.ndarray, passes: int = 10) -> np
     does not depend on which other pixels share the block.
     """
     w = x.copy()
-    sigma = bn.nanstd(w, axis=0)
+    sigma = bn.nanstd(w, axis=-1)
     todo = np.ones(sigma.shape, bool)
     for _ in range(passes):
-        lo, hi = center - 1.5 * sigma, center + 1.5 * sigma
-        np.clip(w, lo, hi, out=w, where=~np.isnan(w) & todo)
-        new = 1.134 * bn.nanstd(w, axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        lo, hi = (center - 1.5 * sigma)[:, None], (center + 1.5 * sigma)[:, None]
+        np.clip(w, lo, hi, out=w, where=~np.isnan(w) & todo[:, None])
+        new = 1.134 * bn.nanstd(w, axis=-1)
+        with np.errstate(invalid="ignore"):
             converged = np.abs(new - sigma) < 5e-4 * sigma
         sigma = np.where(todo, new, sigma)
         todo &= ~converged
@@ -96,93 +86,186 @@ def _winsorized_sigma(x: np.ndarray, center: np.ndarray, passes: int = 10) -> np
     return sigma
 
 
+_STD, _MAD, _CCD = 0, 1, 2
+_REDUCE_CODES = {"mean": 0, "sum": 1, "median": 2, "min": 3, "max": 4}
+
+
+@numba.njit(nogil=True, cache=True)
+def _median_sorted(buf, lo, hi):  # pragma: no cover - compiled
+    m = hi - lo
+    if m <= 0:
+        return np.nan
+    mid = lo + m // 2
+    return buf[mid] if m % 2 == 1 else 0.5 * (float(buf[mid - 1]) + float(buf[mid]))
+
+
+@numba.njit(nogil=True, cache=True)
+def _mad_sorted(buf, lo, hi, med):  # pragma: no cover - compiled
+    """Median absolute deviation of sorted ``buf[lo:hi]`` from ``med``, by merging both sides."""
+    m = hi - lo
+    right = lo
+    while right < hi and buf[right] < med:
+        right += 1
+    left = right - 1
+    want_hi = m // 2
+    want_lo = (m - 1) // 2
+    d_lo = 0.0
+    d = 0.0
+    for step in range(want_hi + 1):
+        if left < lo or (right < hi and buf[right] - med <= med - buf[left]):
+            d = buf[right] - med
+            right += 1
+        else:
+            d = med - buf[left]
+            left -= 1
+        if step == want_lo:
+            d_lo = d
+    return 0.5 * (d_lo + d)
+
+
+@numba.njit(nogil=True, cache=True)
+def _clip_sorted(s, cen_median, spread_kind, lower, upper, maxiters, gain, rdnoise, snoise,
+                 lo_out, hi_out):  # pragma: no cover - compiled
+    """Iterative clipping of every row of ``s[pixel, frame]``, sorted with NaN last.
+
+    Clipping around a centre only ever removes values from the two ends of a sorted row,
+    so each pixel's kept values are the range ``s[p, lo:hi]``; ``lo_out``/``hi_out`` start as
+    ``0``/number of valid values and end as the kept range.  Statistics are those of
+    :func:`astropy.stats.sigma_clip`: median (mean of the two middle values for an even
+    count) or mean; population standard deviation or 1.4826 x MAD; or the CCD noise model.
+    """
+    for p in range(s.shape[0]):
+        buf = s[p]
+        lo = lo_out[p]
+        hi = hi_out[p]
+        it = 0
+        while it < maxiters and hi > lo:
+            it += 1
+            m = hi - lo
+            mean = 0.0
+            for k in range(lo, hi):
+                mean += buf[k]
+            mean /= m
+            c = _median_sorted(buf, lo, hi) if cen_median else mean
+            if spread_kind == 0:
+                ss = 0.0
+                for k in range(lo, hi):
+                    ss += (buf[k] - mean) ** 2
+                spread = np.sqrt(ss / m)
+            elif spread_kind == 1:
+                spread = 1.482602218505602 * _mad_sorted(buf, lo, hi, _median_sorted(buf, lo, hi))
+            else:
+                level = max(c, 0.0)
+                spread = np.sqrt((rdnoise / gain) ** 2 + level / gain + (snoise * level) ** 2)
+            bound_lo = c - lower * spread
+            bound_hi = c + upper * spread
+            new_lo = lo
+            while new_lo < hi and buf[new_lo] < bound_lo:
+                new_lo += 1
+            new_hi = hi
+            while new_hi > new_lo and buf[new_hi - 1] > bound_hi:
+                new_hi -= 1
+            if new_lo == lo and new_hi == hi:
+                break
+            lo = new_lo
+            hi = new_hi
+        lo_out[p] = lo
+        hi_out[p] = hi
+
+
+@numba.njit(nogil=True, cache=True)
+def _reduce_sorted(s, lo, hi, code, out):  # pragma: no cover - compiled
+    """Mean/sum/median/min/max of each sorted row's kept range ``s[p, lo:hi]`` (NaN if empty)."""
+    for p in range(s.shape[0]):
+        a = lo[p]
+        b = hi[p]
+        if b <= a:
+            out[p] = np.nan
+        elif code == 2:
+            out[p] = _median_sorted(s[p], a, b)
+        elif code == 3:
+            out[p] = s[p, a]
+        elif code == 4:
+            out[p] = s[p, b - 1]
+        else:
+            total = 0.0
+            for k in range(a, b):
+                total += s[p, k]
+            out[p] = total / (b - a) if code == 0 else total
+
+
 def _reject(x: np.ndarray, rej: _Rejection) -> tuple[np.ndarray, np.ndarray]:
-    """Replace rejected values of ``x`` (float64, modified in place) by NaN.
+    """Replace rejected values of ``x[pixel, frame]`` (float64, in place) by NaN.
 
     Returns the per-pixel counts of values rejected below and above the centre.
     """
-    n_low = np.zeros(x.shape[1:], np.int32)
-    n_high = np.zeros(x.shape[1:], np.int32)
+    n_low = np.zeros(x.shape[0], np.int32)
+    n_high = np.zeros(x.shape[0], np.int32)
     clip = rej.clip
-    if clip is None:
-        return n_low, n_high
-    if clip == "range":
-        low, high = x < rej.low, x > rej.high
+    if clip in ("range", "percentile", "minmax"):
+        if clip == "range":
+            low, high = x < rej.low, x > rej.high
+        elif clip == "percentile":
+            with np.errstate(all="ignore"):
+                p = np.nanpercentile(x, rej.percentiles, axis=-1)
+            low, high = x < p[0][:, None], x > p[1][:, None]
+        else:
+            valid = ~np.isnan(x)
+            n = valid.sum(-1)
+            order = np.argsort(x, axis=-1, kind="stable")  # NaN sort last
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(x.shape[1])[None, :], axis=-1)
+            low = valid & (rank < rej.nlow)
+            high = valid & ~low & (rank >= (n - rej.nhigh)[:, None])
         x[low | high] = np.nan
-        return low.sum(0, dtype=np.int32), high.sum(0, dtype=np.int32)
-    if clip == "percentile":
-        with np.errstate(all="ignore"):
-            p = np.nanpercentile(x, rej.percentiles, axis=0)
-        low, high = x < p[0], x > p[1]
-        x[low | high] = np.nan
-        return low.sum(0, dtype=np.int32), high.sum(0, dtype=np.int32)
-    if clip == "minmax":
-        valid = ~np.isnan(x)
-        n = valid.sum(0)
-        order = np.argsort(x, axis=0, kind="stable")  # NaN sort last
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(x.shape[0])[:, None, None], axis=0)
-        low = valid & (rank < rej.nlow)
-        high = valid & ~low & (rank >= n - rej.nhigh)
-        x[low | high] = np.nan
-        return low.sum(0, dtype=np.int32), high.sum(0, dtype=np.int32)
-    # Iterative clipping around a centre.  A pixel whose values did not change in an
-    # iteration has converged (the same values give the same bounds), so later iterations
+        return low.sum(-1, dtype=np.int32), high.sum(-1, dtype=np.int32)
+    # Winsorized clipping (sigma, MAD and ccdclip go through _clip_sorted instead).  A pixel
+    # whose values did not change in an iteration has converged (the same values give the same bounds), so later iterations
     # only revisit the pixels that changed: after the first pass that is a few per cent.
-    nframes = x.shape[0]
-    flat = x.reshape(nframes, -1)
-    n_low_flat, n_high_flat = n_low.reshape(-1), n_high.reshape(-1)
-    active = np.arange(flat.shape[1])
+    active = np.arange(x.shape[0])
     iteration = 0
     while iteration < rej.maxiters and active.size:
         iteration += 1
-        sub = flat if active.size == flat.shape[1] else flat[:, active]
-        center = _center(sub, "median" if clip in ("mad", "winsorized") else rej.cenfunc)
-        if clip == "sigma":
-            spread = _spread(sub, rej.stdfunc)
-        elif clip == "mad":
-            spread = _spread(sub, "mad_std")
-        elif clip == "winsorized":
-            spread = _winsorized_sigma(sub, center)
-        else:  # ccdclip: the CCD noise model in ADU
-            level = np.maximum(center, 0.0)
-            spread = np.sqrt((rej.rdnoise / rej.gain) ** 2 + level / rej.gain + (rej.snoise * level) ** 2)
+        sub = x if active.size == x.shape[0] else x[active]
+        with np.errstate(all="ignore"):
+            center = bn.nanmedian(sub, axis=-1)
+        spread = _winsorized_sigma(sub, center)
         with np.errstate(invalid="ignore"):
-            low = sub < center - rej.sigma_lower * spread
-            high = sub > center + rej.sigma_upper * spread
-        nlow_now = low.sum(0, dtype=np.int32)
-        nhigh_now = high.sum(0, dtype=np.int32)
+            low = sub < (center - rej.sigma_lower * spread)[:, None]
+            high = sub > (center + rej.sigma_upper * spread)[:, None]
+        nlow_now = low.sum(-1, dtype=np.int32)
+        nhigh_now = high.sum(-1, dtype=np.int32)
         changed = (nlow_now + nhigh_now) > 0
         if not changed.any():
             break
-        n_low_flat[active] += nlow_now
-        n_high_flat[active] += nhigh_now
+        n_low[active] += nlow_now
+        n_high[active] += nhigh_now
         sub[low | high] = np.nan
-        if sub is not flat:
-            flat[:, active] = sub
+        if sub is not x:
+            x[active] = sub
         active = active[changed]
     return n_low, n_high
 
 
 def _reduce(x: np.ndarray, method: str, weights: np.ndarray | None) -> np.ndarray:
+    """Reduce ``x[pixel, frame]`` along frames; ``weights`` has one value per frame."""
     with np.errstate(all="ignore"):
         if method == "median":
-            return bn.nanmedian(x, axis=0)
+            return bn.nanmedian(x, axis=-1)
         if method == "min":
-            return np.fmin.reduce(x, axis=0)
+            return np.fmin.reduce(x, axis=-1)
         if method == "max":
-            return np.fmax.reduce(x, axis=0)
+            return np.fmax.reduce(x, axis=-1)
         valid = ~np.isnan(x)
         if weights is None:
-            total = bn.nansum(x, axis=0)
+            total = bn.nansum(x, axis=-1)
             if method == "sum":
-                return np.where(valid.any(0), total, np.nan)
-            return total / valid.sum(0)
-        w = np.where(valid, weights, 0.0)
-        total = bn.nansum(x * weights, axis=0)
+                return np.where(valid.any(-1), total, np.nan)
+            return total / valid.sum(-1)
+        total = bn.nansum(x * weights, axis=-1)
         if method == "sum":
-            return np.where(valid.any(0), total, np.nan)
-        return total / w.sum(0)
+            return np.where(valid.any(-1), total, np.nan)
+        return total / (valid * weights).sum(-1)
 
 
 def _combine_block(
@@ -199,23 +282,48 @@ def _combine_block(
 ) -> np.ndarray:
     """Combine one ``(N, band, W)`` block; returns ``(k, band, W)`` float32 (k = 1 or 4).
 
-    ``scales``, ``zeros`` and ``weights`` arrive as ``(N, 1, 1)`` arrays.
+    ``scales``, ``zeros`` and ``weights`` arrive as ``(N, 1, 1)`` arrays.  Sigma, MAD and
+    CCD-noise clipping and unweighted reductions work on each pixel's sorted values (numpy's
+    vectorised sort, then :func:`_clip_sorted`); the other rejections mark values as NaN.
     """
-    if rejection.clip is None and not scaled and method in ("median", "min", "max"):
-        x = block  # these reductions never write into their input
+    nframes, rows, width = block.shape
+    x = np.ascontiguousarray(block.reshape(nframes, -1).T)  # x[pixel, frame], a private copy
+    if scaled:
+        x = x.astype(np.float64)
+        x *= scales.reshape(-1)
+        x += zeros.reshape(-1)
+    clip = rejection.clip
+    if clip in (None, "sigma", "mad", "ccdclip"):
+        s = np.sort(x, axis=-1)  # NaN sort last
+        n = np.count_nonzero(~np.isnan(s), axis=-1).astype(np.int64)
+        lo, hi = np.zeros_like(n), n.copy()
+        if clip is not None:
+            spread = {"sigma": _MAD if rejection.stdfunc == "mad_std" else _STD, "mad": _MAD, "ccdclip": _CCD}[clip]
+            cen_median = clip == "mad" or rejection.cenfunc == "median"
+            maxiters = np.iinfo(np.int64).max if np.isinf(rejection.maxiters) else int(rejection.maxiters)
+            _clip_sorted(s, cen_median, spread, rejection.sigma_lower, rejection.sigma_upper, maxiters,
+                         rejection.gain, rejection.rdnoise, rejection.snoise, lo, hi)
+        if weighted:
+            rows_ = np.arange(s.shape[0])
+            keep_lo = np.where(hi > lo, s[rows_, np.minimum(lo, nframes - 1)], np.inf)
+            keep_hi = np.where(hi > lo, s[rows_, np.maximum(hi - 1, 0)], -np.inf)
+            x = x.astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                x[(x < keep_lo[:, None]) | (x > keep_hi[:, None])] = np.nan
+            image = _reduce(x, method, weights.reshape(-1))
+        else:
+            image = np.empty(s.shape[0], np.float64)
+            _reduce_sorted(s, lo, hi, _REDUCE_CODES[method], image)
+        n_low, n_high, count = lo, n - hi, hi - lo
     else:
-        x = block.astype(np.float64)
-        if scaled:
-            x *= scales
-            x += zeros
-    nvalid_in = None if not with_counts else (~np.isnan(block)).sum(0, dtype=np.int32)
-    n_low, n_high = _reject(x, rejection)
-    image = _reduce(x, method, weights if weighted else None)
+        x = x.astype(np.float64)
+        nvalid = np.count_nonzero(~np.isnan(x), axis=-1)
+        n_low, n_high = _reject(x, rejection)
+        image = _reduce(x, method, weights.reshape(-1) if weighted else None)
+        count = nvalid - n_low - n_high
     if not with_counts:
-        return image.astype(np.float32)[np.newaxis]
-    count = nvalid_in - n_low - n_high
-    return np.stack([image.astype(np.float32), count.astype(np.float32),
-                     n_low.astype(np.float32), n_high.astype(np.float32)])
+        return image.astype(np.float32).reshape(1, rows, width)
+    return np.stack([image, count, n_low, n_high]).astype(np.float32).reshape(4, rows, width)
 
 
 def _frame_statistic(block: np.ndarray, statistic: str) -> np.ndarray:
