@@ -8,8 +8,10 @@ can also take an ``xr.Dataset`` holding the variables ``"data"``, ``"variance"``
 the mask.  :func:`calibrate` chains the steps in the usual order and always returns such a
 Dataset.
 
-Calibration masters (bias, dark, flat) are ``("y", "x")`` arrays, or Datasets with
-``"data"`` and ``"variance"`` when their own noise should be propagated.  Scalar
+Calibration masters (bias, dark, flat) are ``("y", "x")`` arrays, Datasets with
+``"data"`` and ``"variance"`` when their own noise should be propagated, or
+:class:`daskred.masters.Master` objects (their ``data`` is used; masters from
+:func:`daskred.masters.make_masters` carry no variance, so their noise is not propagated).  Scalar
 coordinates ``path`` (used in messages) and ``exptime`` (used to scale darks) are read from
 them when present.
 
@@ -35,7 +37,7 @@ import xarray as xr
 from astropy import units as u
 from dask.base import tokenize
 
-from .errors import CalibrationError, ConfigError, HeaderError, ShapeMismatchError
+from .errors import CalibrationError, ConfigError, FitsFileError, HeaderError, ShapeMismatchError
 from .io import parse_section
 
 __all__ = [
@@ -193,7 +195,15 @@ def _coord_values(arr: xr.DataArray, name: str) -> np.ndarray | None:
     return None
 
 
+def _as_master(master: Any) -> Any:
+    """Accept a :class:`daskred.masters.Master` (or anything with a DataArray ``data``)."""
+    if not isinstance(master, (xr.DataArray, xr.Dataset)) and isinstance(getattr(master, "data", None), xr.DataArray):
+        return master.data
+    return master
+
+
 def _master_label(master: Master, what: str) -> str:
+    master = _as_master(master)
     arr = master["data"] if isinstance(master, xr.Dataset) else master
     if "path" in arr.coords and arr.coords["path"].ndim == 0 and str(arr.coords["path"].values):
         return f"{what} {str(arr.coords['path'].values)!r}"
@@ -205,6 +215,7 @@ def _master_label(master: Master, what: str) -> str:
 
 
 def _master_scalar(master: Master, name: str) -> Any:
+    master = _as_master(master)
     arr = master["data"] if isinstance(master, xr.Dataset) else master
     if name in arr.coords and arr.coords[name].ndim == 0:
         return arr.coords[name].values.item()
@@ -215,6 +226,7 @@ def _master_scalar(master: Master, name: str) -> Any:
 
 def _unpack_master(master: Master, planes: _Planes, what: str) -> tuple[da.Array, da.Array | None, str]:
     """A master as a (y, x) float32 dask array chunked like the frames, with its variance."""
+    master = _as_master(master)
     label = _master_label(master, what)
     if isinstance(master, xr.Dataset):
         if "data" not in master:
@@ -525,7 +537,7 @@ def subtract_bias(frames: Frames, bias: Master) -> Frames:
     ----------
     frames : xarray.DataArray or xarray.Dataset
         Frames, dims ``("frame", "y", "x")`` or ``("y", "x")``.
-    bias : xarray.DataArray or xarray.Dataset
+    bias : xarray.DataArray, xarray.Dataset or daskred.masters.Master
         Master bias ``("y", "x")``, processed (overscan, trim) like the frames.  With a
         ``variance`` variable its variance is added to the frames' variance.
 
@@ -566,7 +578,7 @@ def subtract_dark(
     ----------
     frames : xarray.DataArray or xarray.Dataset
         Frames, dims ``("frame", "y", "x")`` or ``("y", "x")``, bias already subtracted.
-    dark : xarray.DataArray or xarray.Dataset
+    dark : xarray.DataArray, xarray.Dataset or daskred.masters.Master
         Master dark ``("y", "x")`` with its bias removed; its exposure time comes from a
         scalar ``exptime`` coordinate (or attribute) unless ``dark_exptime`` is given.
     exposure : str, float or astropy.units.Quantity
@@ -698,7 +710,7 @@ def flat_correct(
     ----------
     frames : xarray.DataArray or xarray.Dataset
         Bias/dark-corrected frames, dims ``("frame", "y", "x")`` or ``("y", "x")``.
-    flat : xarray.DataArray or xarray.Dataset
+    flat : xarray.DataArray, xarray.Dataset or daskred.masters.Master
         Master flat ``("y", "x")``; with a ``variance`` variable its noise is propagated.
     norm : {"mean", "median"} or float
         Normalisation of the flat: the mean or median of its usable pixels (a lazy scalar),
@@ -1031,8 +1043,6 @@ def load_mask(path: str | Path, *, hdu: int | str = 0) -> xr.DataArray:
     """
     from astropy.io import fits
 
-    from .errors import FitsFileError
-
     path = str(path)
     try:
         header = fits.getheader(path, hdu)
@@ -1093,7 +1103,7 @@ def calibrate(
     ----------
     frames : xarray.DataArray
         Raw frames, dims ``("frame", "y", "x")`` or ``("y", "x")``, in ADU.
-    bias, dark, flat : xarray.DataArray or xarray.Dataset, optional
+    bias, dark, flat : xarray.DataArray, xarray.Dataset or daskred.masters.Master, optional
         Masters, already overscan-subtracted and trimmed like the frames will be; the dark
         bias-subtracted.  Steps whose master is None are skipped.
     overscan : str, mapping or None

@@ -335,7 +335,8 @@ def make_masters(
         and ``flat`` are combined; ``light``/``standard`` rows decide which nights and
         filters need masters (for the nearest-night fallback).
     kinds : sequence of {"bias", "dark", "flat"}
-        Which masters to build.
+        Which masters to build; a kind not built is not applied to the others (e.g. flats
+        are not bias-subtracted without ``"bias"``, recorded as ``BIASCOR = 'none'``).
     overscan : str, mapping or None
         ``"auto"``: subtract the overscan where frames carry BIASSEC; a FITS section; a
         mapping of :func:`daskred.calibrate.subtract_overscan` keywords; None: skip.

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from astropy import units as u
 from astropy.io import fits
 from astropy.modeling.models import Polynomial1D
 from astropy.nddata import CCDData, StdDevUncertainty
+from conftest import raise_if_dask_computes
 
 from daskred.calibrate import (
     calibrate,
@@ -28,7 +27,7 @@ from daskred.calibrate import (
     subtract_overscan,
     trim,
 )
-from daskred.errors import CalibrationError, ConfigError, HeaderError, ShapeMismatchError
+from daskred.errors import CalibrationError, ConfigError, FitsFileError, HeaderError, ShapeMismatchError
 
 ccdproc = pytest.importorskip("ccdproc")
 
@@ -39,17 +38,6 @@ TRIMMED = (35, 42)
 GAIN, RDNOISE = 2.2, 6.5
 EXPTIMES = [30.0, 60.0, 45.0]
 RTOL = 1e-5  # float32 results against float64 ccdproc
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes():
-    """Fail the test if anything computes a dask graph inside the block."""
-
-    def scheduler(dsk, keys, **kwargs):
-        raise AssertionError("dask computed inside a library function")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def _raw_arrays(seed: int = 1) -> np.ndarray:
@@ -437,7 +425,7 @@ def test_load_mask_reads_nonzero_as_bad(tmp_path):
         loaded = load_mask(path)
     assert loaded.shape == TRIMMED
     np.testing.assert_array_equal(_computed(loaded).values, mask != 0)
-    with pytest.raises(Exception, match="bpm_missing.fits"):
+    with pytest.raises(FitsFileError, match="bpm_missing.fits"):
         load_mask(tmp_path / "bpm_missing.fits")
 
 

@@ -24,17 +24,27 @@ BIASSEC = "[52:57,1:41]"
 TRIMSEC = "[3:50,1:41]"
 NIGHT_A, NIGHT_B, NIGHT_C = "2024-01-09", "2024-01-12", "2024-01-13"
 RTOL = 1e-5
+GAIN, RDNOISE = 1.8, 7.0  # e-/ADU, e-
 
 
 def _header(imagetyp, date, exptime=None, filt=None, **extra):
     h = {"IMAGETYP": imagetyp, "DATE-OBS": date, "BIASSEC": BIASSEC, "TRIMSEC": TRIMSEC, "CCDSUM": "2 2",
-         "GAIN": 1.8, "RDNOISE": 7.0}
+         "GAIN": GAIN, "RDNOISE": RDNOISE}
     if exptime is not None:
         h["EXPTIME"] = exptime
     if filt is not None:
         h["FILTER"] = filt
     h.update(extra)
     return h
+
+
+def _response():
+    """The true pixel response of the synthetic camera (the same draw _dataset uses)."""
+    rng = np.random.default_rng(11)
+    yy, xx = np.mgrid[0:NY, 0:NX]
+    rng.exponential(0.05, (NY, NX))
+    rng.integers(0, NY, 6), rng.integers(0, NX, 6)
+    return 1 + 0.08 * np.cos(xx / 9.0) - 0.05 * (yy / NY) + rng.normal(0, 0.01, (NY, NX))
 
 
 def _dataset(root: Path, seed: int = 11) -> dict[str, list[Path]]:
@@ -56,7 +66,8 @@ def _dataset(root: Path, seed: int = 11) -> dict[str, list[Path]]:
         frames = []
         for _ in range(n):
             offset = 1000 + rng.normal(0, 3) + 0.1 * yy  # overscan level drifts along rows
-            img = offset + pattern + signal + rng.normal(0, 4.0, (NY, NX))
+            electrons = rng.poisson(np.clip(signal, 0, None) * GAIN) / GAIN  # Poisson noise
+            img = offset + pattern + electrons + rng.normal(0, RDNOISE / GAIN, (NY, NX))
             img[:, :2] = offset[:, :2]  # prescan
             for _ in range(cosmics):
                 img[rng.integers(0, NY), rng.integers(0, 49)] += rng.uniform(300, 3000)
@@ -79,9 +90,9 @@ def _dataset(root: Path, seed: int = 11) -> dict[str, list[Path]]:
             raw(1, signal=lvl * response + dark_rate * t, cosmics=2)[0] for lvl, t in zip(levels, times)
         ])
         add(f"flat{filt}_a", cube, [_header("FLAT", f"2024-01-10T00:3{i}:00", t, filt) for i, t in enumerate(times)])
-    add("light_a", raw(2, signal=500 * response), [_header("LIGHT", f"2024-01-10T04:0{i}:00", 60.0, "V") for i in range(2)])
-    add("light_b", raw(2, signal=500 * response), [_header("LIGHT", f"2024-01-13T04:0{i}:00", 60.0, "V") for i in range(2)])
-    add("light_c", raw(1, signal=500 * response), [_header("LIGHT", "2024-01-14T04:00:00", 60.0, "V")])
+    add("light_a", raw(2, signal=500 * response + 60.0 * dark_rate), [_header("LIGHT", f"2024-01-10T04:0{i}:00", 60.0, "V") for i in range(2)])
+    add("light_b", raw(2, signal=500 * response + 60.0 * dark_rate), [_header("LIGHT", f"2024-01-13T04:0{i}:00", 60.0, "V") for i in range(2)])
+    add("light_c", raw(1, signal=500 * response + 60.0 * dark_rate), [_header("LIGHT", "2024-01-14T04:00:00", 60.0, "V")])
     return paths
 
 
@@ -279,6 +290,37 @@ def test_errors(raw_set, tmp_path):
     with pytest.warns(Warning, match="no master bias"):
         only = make_masters(scan(paths["flatV_a"]), kinds=("bias", "flat"))
     assert only[0].header["BIASCOR"] == "none"
+
+
+def test_masters_calibrate_science_frames_to_the_truth(raw_set):
+    _, paths, table = raw_set
+    from daskred.calibrate import calibrate
+    from daskred.io import open_frames
+
+    masters = make_masters(table)
+    flat = _find(masters, "flat", NIGHT_A, filter="V")
+    truth = _response()[:, 2:50]
+    truth = truth / np.median(truth)
+    # five flats at >= 9000 ADU with 4 ADU read noise: the master follows the truth to ~1 %
+    assert np.abs(flat.data.values / truth - 1).max() < 0.02
+    lights = table[(table["imagetyp"] == "light") & (table["night"] == NIGHT_A)]
+    row = lights.iloc[0]
+    ds = calibrate(
+        open_frames(lights),
+        bias=select_master(masters, row, kind="bias"),
+        dark=select_master(masters, row, kind="dark"),
+        flat=flat,
+        norm="median",
+    )
+    level = ds["data"].values
+    # 500 ADU x response (+ 60 s of dark current, removed), divided by response / median(response)
+    expected = 500 * np.median(_response()[:, 2:50])
+    assert abs(np.median(level) - expected) < 5
+    # the flat's structure (8 % across columns, 40 ADU) is gone: column means agree to noise
+    assert np.ptp(level.mean(axis=(0, 1))) < 15 < np.ptp((500 * _response()[:, 2:50]).mean(axis=0))
+    # the variance plane predicts the scatter between two frames of the same scene
+    observed = np.var(level[0] - level[1]) / 2
+    assert abs(ds["variance"].values.mean() / observed - 1) < 0.1
 
 
 # ------------------------------------------------------------------------------------- real frames
