@@ -132,7 +132,7 @@ _READOUT = 25.0  # seconds between the end of one exposure and the start of the 
 _BIAS_CADENCE = 15.0
 _SIDEREAL_DAY = 86164.0905  # seconds
 _MAX_AIRMASS = 3.5
-_OVERSAMPLE = 4  # sub-pixels per axis when integrating the PSF over a pixel
+_OVERSAMPLE = 3  # sub-pixels per axis when integrating the PSF over a pixel
 _IMAGETYP = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT", "light": "OBJECT", "standard": "STANDARD"}
 
 
@@ -578,15 +578,38 @@ class _Detector:
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
-    """Low-frequency random field (sum of a few random cosines), mean ~0, std ~1."""
+    """Low-frequency random field (sum of six random plane waves), mean ~0, std ~1, float32."""
     ny, nx = shape
-    y = np.arange(ny)[:, None] / scale
-    x = np.arange(nx)[None, :] / scale
-    out = np.zeros(shape)
+    y = np.arange(ny) / scale
+    x = np.arange(nx) / scale
+    out = np.zeros(shape, dtype=np.float32)
     for _ in range(6):
         kx, ky = rng.normal(0, 1, 2)
-        out += np.cos(kx * x + ky * y + rng.uniform(0, 2 * np.pi))
-    return out / math.sqrt(3.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        # cos(a + b) = cos a cos b - sin a sin b: two outer products, no full-frame cosine
+        a, b = kx * x + phase, ky * y
+        out += np.outer(np.cos(b), np.cos(a)).astype(np.float32)
+        out -= np.outer(np.sin(b), np.sin(a)).astype(np.float32)
+    out /= math.sqrt(3.0)
+    return out
+
+
+def _donuts(rng: np.random.Generator, shape: tuple[int, int], count: int) -> np.ndarray:
+    """Shadows of out-of-focus dust: rings with a shallower disk inside (float32, 1 = clear)."""
+    ny, nx = shape
+    out = np.ones(shape, dtype=np.float32)
+    for _ in range(count):
+        radius = rng.uniform(4.0, max(5.0, min(25.0, 0.08 * min(ny, nx))))
+        depth = rng.uniform(0.02, 0.06)
+        cy, cx = rng.uniform(0, ny), rng.uniform(0, nx)
+        reach = int(math.ceil(2 * radius + 10))
+        y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, ny)
+        x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, nx)
+        r = np.hypot(np.arange(y0, y1)[:, None] - cy, np.arange(x0, x1)[None, :] - cx)
+        ring = np.exp(-0.5 * ((r - radius) / (0.25 * radius)) ** 2)
+        disk = 0.5 * (1.0 - np.tanh((r - radius) / 1.4))  # logistic edge, 0.7 px scale
+        out[y0:y1, x0:x1] *= (1.0 - depth * (0.6 * ring + 0.4 * disk)).astype(np.float32)
+    return out
 
 
 def _make_detector(opts: _Options, rng: np.random.Generator) -> _Detector:
@@ -598,46 +621,39 @@ def _make_detector(opts: _Options, rng: np.random.Generator) -> _Detector:
     # bias: level, a readout transient along rows shared with the overscan, a fixed column
     # pattern, a smooth gradient and two warm columns in the imaging area
     rows = 4.0 * np.exp(-yy / 25.0) + 0.6 * np.sin(2 * np.pi * yy / max(ny, 1) * 1.3)
-    bias = np.empty((ny, nraw))
+    bias = np.empty((ny, nraw), dtype=np.float32)
     bias[:] = _BIAS_LEVEL + rows
-    image = 0.35 * rng.standard_normal(nx)[None, :] + 1.2 * (xx / nx) - 0.8 * (yy / ny) ** 2
+    columns = 0.35 * rng.standard_normal(nx) + 1.2 * (xx[0] / nx)
     for col in rng.choice(nx, 2, replace=False):
-        image[:, col] += rng.uniform(4.0, 8.0)
-    bias[:, _PRESCAN:_PRESCAN + nx] += image
-    bias[:, _PRESCAN + nx:] += 0.1 * rng.standard_normal(_OVERSCAN)[None, :]
+        columns[col] += rng.uniform(4.0, 8.0)
+    bias[:, _PRESCAN:_PRESCAN + nx] += (columns[None, :] - 0.8 * (yy / ny) ** 2).astype(np.float32)
+    bias[:, _PRESCAN + nx:] += (0.1 * rng.standard_normal(_OVERSCAN)[None, :]).astype(np.float32)
 
     # dark current: a gentle gradient, amplifier glow in one corner, hot pixels
-    dark = 0.08 * (1.0 + 0.15 * xx / nx) + 1.5 * np.exp(-np.hypot(xx - (nx - 1), yy) / 30.0)
-    dark = np.broadcast_to(dark, (ny, nx)).copy()
+    dark = np.empty((ny, nx), dtype=np.float32)
+    dark[:] = (0.08 * (1.0 + 0.15 * xx / nx)).astype(np.float32)
+    glow = min(ny, nx, 200)
+    dark[:glow, nx - glow:] += (1.5 * np.exp(-np.hypot(xx[:, nx - glow:] - (nx - 1), yy[:glow]) / 30.0)).astype(np.float32)
     n_hot = max(3, int(1e-3 * nx * ny))
     hy, hx = rng.integers(0, ny, n_hot), rng.integers(0, nx, n_hot)
-    dark[hy, hx] += 10 ** rng.uniform(0.0, 1.5, n_hot)
+    dark[hy, hx] += (10 ** rng.uniform(0.0, 1.5, n_hot)).astype(np.float32)
 
     # flat: vignetting, pixel-to-pixel response, a low-response column, dust donuts
     cy, cx = (ny - 1) / 2 + rng.normal(0, 0.05 * ny), (nx - 1) / 2 + rng.normal(0, 0.05 * nx)
-    r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / (0.25 * (ny**2 + nx**2))
-    shared = (1.0 - 0.08 * r2 - 0.04 * r2**2) * (1.0 + 0.008 * rng.standard_normal((ny, nx)))
+    r2 = (((yy - cy) ** 2).astype(np.float32) + ((xx - cx) ** 2).astype(np.float32)) / np.float32(0.25 * (ny**2 + nx**2))
+    shared = 1.0 - 0.08 * r2 - 0.04 * r2**2
+    del r2
+    shared *= 1.0 + 0.008 * rng.standard_normal((ny, nx), dtype=np.float32)
     shared *= 1.0 + 0.01 * _smooth_noise(rng, (ny, nx), 0.15 * min(ny, nx))
     shared[:, rng.integers(nx // 4, 3 * nx // 4)] *= 0.85
-
-    def donuts(count: int) -> np.ndarray:
-        out = np.ones((ny, nx))
-        for _ in range(count):
-            radius = rng.uniform(4.0, max(5.0, min(25.0, 0.08 * min(ny, nx))))
-            depth = rng.uniform(0.02, 0.06)
-            dy, dx = rng.uniform(0, ny), rng.uniform(0, nx)
-            r = np.hypot(yy - dy, xx - dx)
-            ring = np.exp(-0.5 * ((r - radius) / (0.25 * radius)) ** 2)
-            disk = 1.0 / (1.0 + np.exp((r - radius) / 0.7))
-            out *= 1.0 - depth * (0.6 * ring + 0.4 * disk)
-        return out
-
-    window = donuts(3)
+    shared *= _donuts(rng, (ny, nx), 3)  # dust on the dewar window, common to all filters
     flats = {}
     for f in opts.filters:
-        flat = shared * window * donuts(2) * (1.0 + 0.003 * rng.standard_normal((ny, nx)))
-        flats[f] = (flat / flat.mean()).astype(np.float32)
-    return _Detector(bias=bias.astype(np.float32), dark=dark.astype(np.float32), flats=flats)
+        flat = shared * _donuts(rng, (ny, nx), 2)  # dust on the filter
+        flat *= 1.0 + 0.003 * rng.standard_normal((ny, nx), dtype=np.float32)
+        flat /= np.float32(flat.mean(dtype=np.float64))
+        flats[f] = flat
+    return _Detector(bias=bias, dark=dark, flats=flats)
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -749,53 +765,67 @@ def _plan(opts: _Options, rng: np.random.Generator) -> tuple[list[_Exposure], di
 # ----------------------------------------------------------------------------- rendering
 
 
-def _moffat_stamp(x: float, y: float, flux: float, alpha: float, beta: float, radius: int,
-                  offsets: np.ndarray) -> tuple[int, int, np.ndarray]:
-    """Pixel-integrated Moffat profile (electrons) on a square stamp around (x, y)."""
-    ix, iy = int(round(x)), int(round(y))
-    grid = np.arange(-radius, radius + 1, dtype=np.float64)
-    sub_y = (iy + grid[:, None] + offsets[None, :] - y).ravel()  # (n * k,)
-    sub_x = (ix + grid[:, None] + offsets[None, :] - x).ravel()
-    r2 = sub_y[:, None] ** 2 + sub_x[None, :] ** 2
-    profile = (beta - 1.0) / (math.pi * alpha**2) * (1.0 + r2 / alpha**2) ** (-beta)
-    k = len(offsets)
-    n = len(grid)
-    pixels = profile.reshape(n, k, n, k).mean(axis=(1, 3))
-    return iy - radius, ix - radius, flux * pixels
+def _moffat_stamps(x: np.ndarray, y: np.ndarray, flux: np.ndarray, alpha: float, beta: float,
+                   radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel-integrated Moffat profiles (electrons) on square stamps of one radius.
+
+    Returns the row and column of each stamp's first pixel and the stamps ``(m, n, n)``.
+    """
+    offsets = (np.arange(_OVERSAMPLE) + 0.5) / _OVERSAMPLE - 0.5
+    iy, ix = np.rint(y).astype(int), np.rint(x).astype(int)
+    grid = (np.arange(-radius, radius + 1, dtype=np.float64)[:, None] + offsets[None, :]).ravel()
+    sub_y = (iy - y)[:, None] + grid[None, :]  # (m, n * k)
+    sub_x = (ix - x)[:, None] + grid[None, :]
+    sub_y, sub_x = (sub_y / alpha).astype(np.float32), (sub_x / alpha).astype(np.float32)
+    r2 = sub_y[:, :, None] ** 2 + sub_x[:, None, :] ** 2
+    profile = np.exp(np.float32(-beta) * np.log1p(r2))
+    n, k = 2 * radius + 1, _OVERSAMPLE
+    pixels = profile.reshape(len(x), n, k, n, k).mean(axis=(2, 4), dtype=np.float64)
+    norm = (beta - 1.0) / (math.pi * alpha**2)
+    return iy - radius, ix - radius, pixels * (norm * flux)[:, None, None]
 
 
 def _add_stars(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
                fwhm: float, beta: float) -> None:
+    """Add Moffat stars (electrons) to ``image`` in place; stars off the image are skipped."""
     ny, nx = image.shape
     alpha = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    offsets = (np.arange(_OVERSAMPLE) + 0.5) / _OVERSAMPLE - 0.5
     # stamp radius: where the profile falls below 0.05 e-/pixel (flux lost beyond it << noise)
     threshold = 0.05
     ratio = np.maximum(flux * (beta - 1.0) / (math.pi * alpha**2 * threshold), 1.0)
     radii = np.clip(np.ceil(alpha * np.sqrt(ratio ** (1.0 / beta) - 1.0)), math.ceil(2 * fwhm), 120).astype(int)
-    for xi, yi, fi, ri in zip(x, y, flux, radii):
-        if xi < -ri or yi < -ri or xi > nx - 1 + ri or yi > ny - 1 + ri:
-            continue
-        y0, x0, stamp = _moffat_stamp(xi, yi, fi, alpha, beta, int(ri), offsets)
-        ya, xa = max(y0, 0), max(x0, 0)
-        yb, xb = min(y0 + stamp.shape[0], ny), min(x0 + stamp.shape[1], nx)
-        if ya < yb and xa < xb:
-            image[ya:yb, xa:xb] += stamp[ya - y0:yb - y0, xa - x0:xb - x0]
+    visible = (x > -radii) & (y > -radii) & (x < nx - 1 + radii) & (y < ny - 1 + radii)
+    for radius in np.unique(radii[visible]):
+        members = np.flatnonzero(visible & (radii == radius))
+        batch = max(1, int(2e6 // (2 * radius + 1) ** 2 // _OVERSAMPLE**2))  # ~16 MB of profile
+        for first in range(0, len(members), batch):
+            idx = members[first:first + batch]
+            rows, cols, stamps = _moffat_stamps(x[idx], y[idx], flux[idx], alpha, beta, int(radius))
+            for y0, x0, stamp in zip(rows, cols, stamps):
+                ya, xa = max(y0, 0), max(x0, 0)
+                yb, xb = min(y0 + stamp.shape[0], ny), min(x0 + stamp.shape[1], nx)
+                if ya < yb and xa < xb:
+                    image[ya:yb, xa:xb] += stamp[ya - y0:yb - y0, xa - x0:xb - x0]
 
 
-def _cosmic_rays(rng: np.random.Generator, shape: tuple[int, int], expected: float) -> np.ndarray:
-    """Electrons deposited by cosmic-ray hits (compact) and tracks (straight lines)."""
+def _cosmic_rays(rng: np.random.Generator, shape: tuple[int, int],
+                 expected: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Electrons deposited by cosmic-ray hits (compact) and tracks (straight lines).
+
+    Returns ``(y, x, electrons)`` of every pixel hit, each pixel once, in raster order.
+    """
     ny, nx = shape
-    deposit = np.zeros(shape)
+    ys: list[np.ndarray] = []
+    xs: list[np.ndarray] = []
+    es: list[np.ndarray] = []
     for _ in range(rng.poisson(expected)):
         x0, y0 = rng.uniform(0, nx), rng.uniform(0, ny)
         if rng.uniform() < 0.6:  # a hit: one bright pixel and some charge in its neighbours
-            iy, ix = int(y0), int(x0)
             core = rng.lognormal(math.log(2500.0), 0.6)
-            deposit[iy, ix] += core
-            for dy, dx in ((0, 1), (1, 0), (0, -1), (-1, 0)):
-                if 0 <= iy + dy < ny and 0 <= ix + dx < nx and rng.uniform() < 0.5:
-                    deposit[iy + dy, ix + dx] += core * rng.uniform(0.05, 0.35)
+            share = np.where(rng.uniform(size=4) < 0.5, rng.uniform(0.05, 0.35, 4), 0.0)
+            py = int(y0) + np.array([0, 0, 1, 0, -1])
+            px = int(x0) + np.array([0, 1, 0, -1, 0])
+            e = core * np.concatenate([[1.0], share])
         else:  # a track through the silicon at a grazing angle
             length = rng.uniform(3.0, 40.0)
             angle = rng.uniform(0, 2 * np.pi)
@@ -803,9 +833,17 @@ def _cosmic_rays(rng: np.random.Generator, shape: tuple[int, int], expected: flo
             steps = np.linspace(0.0, length, int(length * 4) + 1)
             px = (x0 + steps * math.cos(angle)).astype(int)
             py = (y0 + steps * math.sin(angle)).astype(int)
-            keep = (px >= 0) & (px < nx) & (py >= 0) & (py < ny)
-            np.add.at(deposit, (py[keep], px[keep]), per_pixel / 4.0 * rng.uniform(0.7, 1.3, keep.sum()))
-    return deposit
+            e = per_pixel / 4.0 * rng.uniform(0.7, 1.3, steps.size)
+        keep = (px >= 0) & (px < nx) & (py >= 0) & (py < ny) & (e > 0)
+        ys.append(py[keep])
+        xs.append(px[keep])
+        es.append(e[keep])
+    if not es:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp), np.zeros(0)
+    flat_index = np.concatenate(ys) * nx + np.concatenate(xs)
+    pixels, where = np.unique(flat_index, return_inverse=True)
+    electrons = np.bincount(where, weights=np.concatenate(es))
+    return pixels // nx, pixels % nx, electrons
 
 
 def _bleed(electrons: np.ndarray, full_well: float) -> None:
@@ -836,8 +874,8 @@ def _bleed(electrons: np.ndarray, full_well: float) -> None:
 
 
 def _render(exp: _Exposure, opts: _Options, det: _Detector, stars: pd.DataFrame,
-            rng: np.random.Generator, truth: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Raw uint16 pixels of one exposure, and the cosmic-ray deposit (electrons)."""
+            rng: np.random.Generator, truth: dict[str, Any]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """Raw uint16 pixels of one exposure, and the cosmic-ray hits ``(y, x, electrons)``."""
     ny, nx = opts.shape
     t = exp.exptime
     signal = np.zeros((ny, nx))
@@ -866,8 +904,9 @@ def _render(exp: _Exposure, opts: _Options, det: _Detector, stars: pd.DataFrame,
         truth.update(fwhm=fwhm, beta=beta, sky=sky, sky_gx=gx, sky_gy=gy)
     signal += det.dark * t
     electrons = rng.poisson(signal).astype(np.float64)
+    del signal
     cosmics = _cosmic_rays(rng, (ny, nx), opts.cosmic_rate * ny * nx * (t + 5.0))
-    electrons += cosmics
+    electrons[cosmics[0], cosmics[1]] += cosmics[2]
     _bleed(electrons, _FULL_WELL)
 
     offset = float(rng.normal(0.0, 1.5))
@@ -1171,9 +1210,10 @@ def simulate(
                 path = root / exp.path
                 _write_image(path, data, _header(exp, opts, geometry))
                 written.append(path)
-                hy, hx = np.nonzero(cosmics)
-                for yi, xi in zip(hy.tolist(), hx.tolist()):
-                    writer.writerow([exp.path, xi, yi, repr(round(float(cosmics[yi, xi]), 2))])
+                hy, hx, he = cosmics
+                writer.writerows(
+                    (exp.path, xi, yi, repr(round(ei, 2))) for yi, xi, ei in zip(hy.tolist(), hx.tolist(), he.tolist())
+                )
                 row = _frame_row(exp, opts, truth, det, int(len(hy)), refs)
                 rows.append(row)
                 if progress is not None:
