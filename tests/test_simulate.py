@@ -82,7 +82,8 @@ def _expected_flux_e(ds: SimulatedDataset, row: pd.Series, mags: np.ndarray) -> 
     return row["exptime"] * 10 ** (-0.4 * (mags - ds.zeropoints[f] + ds.extinction[f] * row["airmass"]))
 
 
-def _enclosed(row: pd.Series, radius: float) -> float:
+def _enclosed(row: pd.Series, radius):
+    """Fraction of a Moffat star's flux within ``radius`` (float or array)."""
     beta = row["beta"]
     alpha = row["fwhm"] / (2 * math.sqrt(2 ** (1 / beta) - 1))
     return 1 - (1 + (radius / alpha) ** 2) ** (1 - beta)
@@ -108,7 +109,7 @@ def _clean_stars(ds, row, table, cosmics, *, radius, max_peak_fraction=0.5, min_
             continue
         d = np.hypot(x - x[i], y - y[i])
         others = d > 0
-        spill = np.array([_enclosed(row, dj + radius) - _enclosed(row, max(dj - radius, 0.0)) for dj in d[others]])
+        spill = _enclosed(row, d[others] + radius) - _enclosed(row, np.maximum(d[others] - radius, 0.0))
         sigma = math.sqrt(flux[i] + math.pi * radius**2 * noise)
         if np.sum(flux[others] * spill) > 0.2 * sigma:
             continue
@@ -318,6 +319,49 @@ def test_star_flux_matches_truth(ds, frames, stars):
     assert np.all(np.abs(pulls) < 5), pulls
     assert abs(pulls.mean()) < 4 / math.sqrt(len(pulls))
     assert 0.5 < pulls.std() < 1.6
+
+
+def test_flat_fielded_sky_is_the_truth_sky_plane(ds, frames, stars):
+    """Away from stars, (raw - bias - dark) / flat equals the truth sky plane within noise."""
+    cosmics = pd.read_csv(ds.cosmics_path)
+    science = stars[stars["field"] == "science"]
+    ny, nx = ds.shape
+    block = 20
+    for f in ds.filters:
+        rows = frames[(frames["imagetyp"] == "light") & (frames["filter"] == f)]
+        sums = np.zeros((ny // block, nx // block))
+        counts = np.zeros_like(sums)
+        variance = 0.0
+        for _, row in rows.iterrows():
+            residual = _calibrated(ds, row) - _sky_adu(ds, row)
+            x, y = _star_pixels(ds, row, science)
+            flux = _expected_flux_e(ds, row, science[f].to_numpy())
+            alpha = row["fwhm"] / (2 * math.sqrt(2 ** (1 / row["beta"]) - 1))
+            level = np.maximum(flux * (row["beta"] - 1) / (math.pi * alpha**2 * 0.3), 1.0)  # wings < 0.3 e-
+            reach = np.maximum(alpha * np.sqrt(level ** (1 / row["beta"]) - 1), 2 * row["fwhm"])
+            good = np.ones((ny, nx), dtype=bool)
+            for xi, yi, ri, fi in zip(x, y, reach, flux):
+                y0, y1 = max(int(yi - ri), 0), min(int(yi + ri) + 2, ny)
+                x0, x1 = max(int(xi - ri), 0), min(int(xi + ri) + 2, nx)
+                if y0 < y1 and x0 < x1:
+                    yy, xx = np.ogrid[y0:y1, x0:x1]
+                    good[y0:y1, x0:x1] &= (xx - xi) ** 2 + (yy - yi) ** 2 > ri**2
+                    if fi * (row["beta"] - 1) / (math.pi * alpha**2) > 0.9 * 90000:
+                        good[:, x0:x1] = False  # bleed trail
+            hits = cosmics[cosmics["path"] == row["path"]]
+            good[hits["y"], hits["x"]] = False
+            cut = (slice(0, ny // block * block), slice(0, nx // block * block))
+            shaped = lambda a: a[cut].reshape(ny // block, block, nx // block, block).sum(axis=(1, 3))  # noqa: E731
+            sums += shaped(np.where(good, residual, 0.0))
+            counts += shaped(good.astype(float))
+            variance += (row["sky"] + ds.rdnoise**2 + 2.0 * row["exptime"]) / ds.gain**2
+        sigma = np.sqrt(variance / len(rows) / np.maximum(counts, 1))  # per-block error of the mean
+        mean = sums / np.maximum(counts, 1)
+        usable = counts > 0.3 * block**2 * len(rows)
+        assert usable.sum() > 0.5 * usable.size
+        pulls = mean[usable] / sigma[usable]
+        assert np.all(np.abs(pulls) < 5), f
+        assert abs(pulls.mean()) < 0.5 and pulls.std() < 1.5
 
 
 def test_standards_recover_zero_point_and_extinction(ds, frames, stars):
