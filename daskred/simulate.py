@@ -18,22 +18,57 @@ Directory layout
           dark_0006.fits
           flat_V_0009.fits          dome flats, one series per filter
           flat_R_0014.fits
-          simfield_V_0019.fits      science frames: <object>_<filter>_<NNNN>.fits
-          std_V_0023.fits           standard-star field: std_<filter>_<NNNN>.fits
+          std_V_0019.fits           standard-star field: std_<filter>_<NNNN>.fits
+          std_R_0020.fits
+          simfield_V_0021.fits      science frames: <object>_<filter>_<NNNN>.fits
           ...
         20240313/
           ...
       truth/
         parameters.json             camera, site, zero points, extinction, geometry, options
-        stars.csv                   every star rendered: name, field, ra, dec, <filters>, err_<filters>, standard
-        standards.csv               standard stars only: name, ra, dec, <filters>, err_<filters>
-        frames.csv                  one row per raw file: time, airmass, bias offset, sky, PSF, WCS, dither
-        cosmics.csv                 one row per pixel hit by a cosmic ray: path, x, y, electrons
+        stars.csv                   every star rendered (both fields)
+        standards.csv               standard stars only (the catalog the photometry stage reads)
+        frames.csv                  one row per raw file
+        cosmics.csv                 one row per pixel hit by a cosmic ray
         bias.fits                   noiseless bias (ADU) in the full raw geometry, frame offset 0
         dark.fits                   dark current (electron / s) of the imaging area
         flat_<filter>.fits          pixel response x illumination of the imaging area, mean 1
 
 Only ``raw/`` holds frames, so ``dr.scan(DIR / "raw")`` never sees the truth images.
+
+Truth tables
+------------
+``stars.csv``
+    ``name, field, ra, dec, <one column per filter>, err_<filter>..., standard``; ``field`` is
+    ``science`` or ``standard``; ``err_*`` are the quoted catalog errors of standard stars (NaN
+    for others; magnitudes themselves are exact, rounded to 1 mmag before rendering).
+``standards.csv``
+    ``name, ra, dec, <filters>, err_<filters>``, e.g. ``name, ra, dec, V, R, err_V, err_R``.
+``frames.csv``
+    ``path`` (relative to DIR), ``night`` (YYYY-MM-DD), ``seq``, ``imagetyp`` (bias, dark, flat,
+    light, standard), ``object``, ``filter`` (header FILTER; for bias and dark the filter left in
+    the wheel), ``exptime``, ``date_obs``, ``airmass``, ``bias_offset`` (ADU added to
+    ``bias.fits`` in this frame), ``overscan_level`` (noiseless mean of BIASSEC, ADU),
+    ``flat_level`` (electrons per pixel of a flat before the flat response), ``sky``
+    (electrons per pixel at the centre, before the flat), ``sky_gx, sky_gy`` (fractional sky
+    change across the width / height), ``fwhm`` (pixels), ``beta`` (Moffat), ``crval1, crval2``
+    (pointing, degrees), ``rotation`` (degrees, counter-clockwise), ``dx, dy`` (where the
+    reference frame's centre pixel lands, minus the centre), ``a, b, c, d, tx, ty`` (affine map
+    ``x' = a x + b y + tx``, ``y' = c x + d y + ty`` from the reference frame's trimmed pixels to
+    this frame's, fitted to the two WCSs, < 0.01 px residual), ``reference`` (path of the first
+    frame of the same field), ``n_cosmic_pixels``.  Empty where not applicable.
+``cosmics.csv``
+    ``path, x, y, electrons``: every pixel a cosmic ray deposited charge in.
+
+Headers
+-------
+Raw headers carry ``BITPIX=16, BZERO=32768, BSCALE=1`` and ``BUNIT, OBSERVAT, TELESCOP,
+INSTRUME, DETECTOR, LATITUDE, LONGITUD`` (east positive) ``, ALTITUDE, IMAGEID, IMAGETYP``
+(``BIAS, DARK, FLAT, OBJECT, STANDARD``) ``, OBJECT, FILTER, EXPTIME, DATE-OBS`` (UTC start,
+``YYYY-MM-DDThh:mm:ss.sss``) ``, MJD-OBS, LST, RA, DEC`` (sexagesimal strings) ``, AIRMASS,
+GAIN, RDNOISE, SATURATE, CCDSUM, PRESCAN, OVERSCAN, TRIMSEC, DATASEC, BIASSEC``; light and
+standard frames add a TAN WCS (``WCSAXES, CTYPEi, CUNITi, CRVALi, CRPIXi, CDi_j, RADESYS,
+EQUINOX``).  Calibration frames point at the zenith (``AIRMASS = 1``).
 
 Physical model
 --------------
@@ -325,7 +360,8 @@ def _validate(
 ) -> _Options:
     if shape is None:
         if scale not in SCALES:
-            raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(map(repr, SCALES))} or pass shape=(ny, nx)")
+            allowed = ", ".join(map(repr, SCALES))
+            raise ConfigError(f"unknown scale {scale!r}; choose one of {allowed} or pass shape=(ny, nx)")
         shape = SCALES[scale]
     if (
         not isinstance(shape, (tuple, list))
@@ -360,7 +396,9 @@ def _validate(
         raise ConfigError(f"dither must be at most a quarter of the image ({0.25 * min(shape):g} px), got {dither:g}")
     rotation = _float(rotation, "rotation", unit="deg", positive=False)
     if rotation > 5:
-        raise ConfigError(f"rotation is the largest field rotation between frames and must be <= 5 deg, got {rotation:g}")
+        raise ConfigError(
+            f"rotation is the largest field rotation between frames and must be <= 5 deg, got {rotation:g}"
+        )
     cosmic_rate = _float(cosmic_rate, "cosmic_rate", unit="1 / (pix s)", positive=False)
     gain = _float(gain, "gain", unit="electron / adu")
     rdnoise = _float(rdnoise, "rdnoise", unit="electron", positive=False)
@@ -633,14 +671,16 @@ def _make_detector(opts: _Options, rng: np.random.Generator) -> _Detector:
     dark = np.empty((ny, nx), dtype=np.float32)
     dark[:] = (0.08 * (1.0 + 0.15 * xx / nx)).astype(np.float32)
     glow = min(ny, nx, 200)
-    dark[:glow, nx - glow:] += (1.5 * np.exp(-np.hypot(xx[:, nx - glow:] - (nx - 1), yy[:glow]) / 30.0)).astype(np.float32)
+    corner = np.hypot(xx[:, nx - glow:] - (nx - 1), yy[:glow])
+    dark[:glow, nx - glow:] += (1.5 * np.exp(-corner / 30.0)).astype(np.float32)
     n_hot = max(3, int(1e-3 * nx * ny))
     hy, hx = rng.integers(0, ny, n_hot), rng.integers(0, nx, n_hot)
     dark[hy, hx] += (10 ** rng.uniform(0.0, 1.5, n_hot)).astype(np.float32)
 
     # flat: vignetting, pixel-to-pixel response, a low-response column, dust donuts
     cy, cx = (ny - 1) / 2 + rng.normal(0, 0.05 * ny), (nx - 1) / 2 + rng.normal(0, 0.05 * nx)
-    r2 = (((yy - cy) ** 2).astype(np.float32) + ((xx - cx) ** 2).astype(np.float32)) / np.float32(0.25 * (ny**2 + nx**2))
+    r2 = ((yy - cy) ** 2).astype(np.float32) + ((xx - cx) ** 2).astype(np.float32)
+    r2 /= np.float32(0.25 * (ny**2 + nx**2))
     shared = 1.0 - 0.08 * r2 - 0.04 * r2**2
     del r2
     shared *= 1.0 + 0.008 * rng.standard_normal((ny, nx), dtype=np.float32)
@@ -1196,7 +1236,7 @@ def simulate(
     # frames, one at a time
     rows: list[dict[str, Any]] = []
     written: list[Path] = []
-    refs = {"science": _wcs(*centres["science"], 0.0, opts.shape), "standard": _wcs(*centres["standard"], 0.0, opts.shape)}
+    refs = {name: _wcs(*centres[name], 0.0, opts.shape) for name in ("science", "standard")}
     cosmics_path = truth_dir / "cosmics.csv"
     cosmics_tmp = cosmics_path.with_name(f".{cosmics_path.name}.{os.getpid()}.tmp")
     try:

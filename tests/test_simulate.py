@@ -263,7 +263,8 @@ def test_darks_match_true_dark_current(ds, frames):
     bias = fits.getdata(ds.bias_path).astype(np.float64)
     ys, xs = parse_section(ds.trimsec, ds.raw_shape)
     electrons = np.median(
-        [(fits.getdata(ds.directory / p) - bias - off)[ys, xs] * ds.gain for p, off in zip(rows["path"], rows["bias_offset"])],
+        [(fits.getdata(ds.directory / p) - bias - off)[ys, xs] * ds.gain
+         for p, off in zip(rows["path"], rows["bias_offset"])],
         axis=0,
     )
     rate = fits.getdata(ds.dark_path)
@@ -445,7 +446,8 @@ def test_dithers_equal_truth_offsets(ds, frames, stars):
         for i in np.intersect1d(keep, keep_ref):
             pr = ref_centroids[i]
             pk = _centroid(image, x[i], y[i], row["fwhm"])
-            predicted = (row["a"] * pr[0] + row["b"] * pr[1] + row["tx"], row["c"] * pr[0] + row["d"] * pr[1] + row["ty"])
+            predicted = (row["a"] * pr[0] + row["b"] * pr[1] + row["tx"],
+                         row["c"] * pr[0] + row["d"] * pr[1] + row["ty"])
             misses.append(math.hypot(pk[0] - predicted[0], pk[1] - predicted[1]))
     assert len(misses) >= 10
     assert max(misses) < 0.5, misses
