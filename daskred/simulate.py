@@ -1209,6 +1209,51 @@ def simulate(
     stars = _make_catalog(opts, rng_catalog, centres)
     det = _make_detector(opts, rng_detector)
 
+    # parameters first: they mark the folder as simulate() output, so an interrupted run can be
+    # replaced with overwrite=True; frames.csv, written last, marks a complete dataset
+    zeropoints = {f: _BANDS[f].zeropoint for f in opts.filters}
+    extinction = {f: _BANDS[f].extinction for f in opts.filters}
+    nights_list = tuple((opts.start_night + timedelta(days=i)).isoformat() for i in range(opts.nights))
+    parameters = {
+        "generator": "daskred.simulate",
+        "seed": opts.seed,
+        "flux_equation": "flux_e = exptime * 10**(-0.4 * (mag - zeropoint_e + extinction * airmass))",
+        "zeropoint_e": zeropoints,
+        "zeropoint_adu": {f: zp - 2.5 * math.log10(opts.gain) for f, zp in zeropoints.items()},
+        "extinction": extinction,
+        "sky_mag_per_arcsec2": {f: _BANDS[f].sky for f in opts.filters},
+        "colour_model": {f"{f}-V": _BANDS[f].colour for f in opts.filters} | {"of": "B-V"},
+        "gain": opts.gain,
+        "rdnoise": opts.rdnoise,
+        "bias_level": _BIAS_LEVEL,
+        "full_well": _FULL_WELL,
+        "saturate": saturate,
+        "dark_mean": float(det.dark.mean()),
+        "pixel_scale": _PIXEL_SCALE,
+        "shape": list(opts.shape),
+        "raw_shape": list(raw_shape),
+        "prescan": _PRESCAN,
+        "overscan": _OVERSCAN,
+        "trimsec": trimsec,
+        "biassec": biassec,
+        "site": {"latitude": _LATITUDE, "longitude": _LONGITUDE, "altitude": _ALTITUDE},
+        "fields": {
+            name: {"object": obj, "ra": centres[name][0], "dec": centres[name][1]}
+            for name, obj in (("science", _SCIENCE_OBJECT), ("standard", _STANDARD_OBJECT))
+        },
+        "nights": list(nights_list),
+        "filters": list(opts.filters),
+        "options": {
+            "n_bias": opts.n_bias, "n_dark": opts.n_dark, "n_flat": opts.n_flat, "n_science": opts.n_science,
+            "n_standard": opts.n_standard, "exptime": opts.exptime, "exptime_dark": opts.exptime_dark,
+            "exptime_flat": opts.exptime_flat, "exptime_standard": opts.exptime_standard,
+            "dither": opts.dither, "rotation": opts.rotation, "cosmic_rate": opts.cosmic_rate,
+            "start_night": opts.start_night.isoformat(),
+        },
+    }
+    parameters_path = truth_dir / "parameters.json"
+    _atomic(parameters_path, lambda tmp: tmp.write_text(json.dumps(parameters, indent=2) + "\n"))
+
     # truth images
     def truth_header(unit: str, what: str) -> fits.Header:
         h = fits.Header()
@@ -1264,49 +1309,6 @@ def simulate(
         raise
     frames_path = truth_dir / "frames.csv"
     _write_csv(frames_path, pd.DataFrame(rows))
-
-    zeropoints = {f: _BANDS[f].zeropoint for f in opts.filters}
-    extinction = {f: _BANDS[f].extinction for f in opts.filters}
-    nights_list = tuple((opts.start_night + timedelta(days=i)).isoformat() for i in range(opts.nights))
-    parameters = {
-        "generator": "daskred.simulate",
-        "seed": opts.seed,
-        "flux_equation": "flux_e = exptime * 10**(-0.4 * (mag - zeropoint_e + extinction * airmass))",
-        "zeropoint_e": zeropoints,
-        "zeropoint_adu": {f: zp - 2.5 * math.log10(opts.gain) for f, zp in zeropoints.items()},
-        "extinction": extinction,
-        "sky_mag_per_arcsec2": {f: _BANDS[f].sky for f in opts.filters},
-        "colour_model": {f"{f}-V": _BANDS[f].colour for f in opts.filters} | {"of": "B-V"},
-        "gain": opts.gain,
-        "rdnoise": opts.rdnoise,
-        "bias_level": _BIAS_LEVEL,
-        "full_well": _FULL_WELL,
-        "saturate": saturate,
-        "dark_mean": float(det.dark.mean()),
-        "pixel_scale": _PIXEL_SCALE,
-        "shape": list(opts.shape),
-        "raw_shape": list(raw_shape),
-        "prescan": _PRESCAN,
-        "overscan": _OVERSCAN,
-        "trimsec": trimsec,
-        "biassec": biassec,
-        "site": {"latitude": _LATITUDE, "longitude": _LONGITUDE, "altitude": _ALTITUDE},
-        "fields": {
-            name: {"object": obj, "ra": centres[name][0], "dec": centres[name][1]}
-            for name, obj in (("science", _SCIENCE_OBJECT), ("standard", _STANDARD_OBJECT))
-        },
-        "nights": list(nights_list),
-        "filters": list(opts.filters),
-        "options": {
-            "n_bias": opts.n_bias, "n_dark": opts.n_dark, "n_flat": opts.n_flat, "n_science": opts.n_science,
-            "n_standard": opts.n_standard, "exptime": opts.exptime, "exptime_dark": opts.exptime_dark,
-            "exptime_flat": opts.exptime_flat, "exptime_standard": opts.exptime_standard,
-            "dither": opts.dither, "rotation": opts.rotation, "cosmic_rate": opts.cosmic_rate,
-            "start_night": opts.start_night.isoformat(),
-        },
-    }
-    parameters_path = truth_dir / "parameters.json"
-    _atomic(parameters_path, lambda tmp: tmp.write_text(json.dumps(parameters, indent=2) + "\n"))
     return SimulatedDataset(
         directory=root,
         raw_dir=raw_dir,

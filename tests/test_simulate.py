@@ -609,3 +609,22 @@ def test_bad_arguments_raise_config_error(tmp_path, options, match):
 def test_directory_must_be_a_path():
     with pytest.raises(ConfigError, match="directory must be a path"):
         simulate(42)
+
+
+def test_interrupted_run_can_be_replaced(tmp_path):
+    calls = []
+
+    def stop(done, total, path):
+        calls.append(done)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny(tmp_path / "i", progress=stop)
+    folder = tmp_path / "i"
+    assert len(list((folder / "raw").rglob("*.fits"))) == 2 and not (folder / "truth" / "frames.csv").exists()
+    assert not list(folder.rglob(".*"))  # no temporary files left behind
+    with pytest.raises(ConfigError, match="overwrite=True"):
+        _tiny(folder)
+    ds = _tiny(folder, overwrite=True)
+    assert ds.frames_path.is_file() and len(ds.files) == len(ds.frames())
