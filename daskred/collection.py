@@ -47,7 +47,7 @@ DEFAULT_KEYWORDS: dict[str, tuple[str, ...]] = {
     "airmass": ("AIRMASS", "SECZ", "AMSTART"),
     "ra": ("RA", "OBJCTRA", "TELRA", "RA_OBJ", "CRVAL1"),
     "dec": ("DEC", "OBJCTDEC", "TELDEC", "DEC_OBJ", "CRVAL2"),
-    "biassec": ("BIASSEC", "BIAS01", "OVERSCAN"),
+    "biassec": ("BIASSEC", "BIAS01"),
     "trimsec": ("TRIMSEC", "TRIM01"),
     "datasec": ("DATASEC",),
     "longitude": ("LONGITUD", "SITELONG", "LONG-OBS", "OBSGEO-L", "LONGITUDE"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -494,7 +495,8 @@ def to_zarr(
     Notes
     -----
     Computes.  Writes into a temporary sibling directory, then renames it into place.
-    Coordinates of object dtype (paths, filters) are stored as fixed-width strings.
+    Coordinates of object dtype (paths, filters) are stored as fixed-width strings.  The
+    store is Zarr format 3; open it with ``xr.open_zarr(store, consolidated=False)``.
     """
     import shutil
 
@@ -510,7 +512,10 @@ def to_zarr(
     store.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp"))
     try:
-        ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+        with warnings.catch_warnings():
+            # fixed-width strings (coordinates such as paths) have no final Zarr v3 spec yet
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
         if store.exists():
             shutil.rmtree(store)
         os.replace(tmp, store)

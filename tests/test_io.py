@@ -196,6 +196,6 @@ def test_to_zarr_roundtrip(make_frames, tmp_path):
     paths, cube = make_frames(n=3, shape=(23, 19))
     frames = dr.open_frames(paths, chunks=5)
     store = dr.to_zarr(frames, tmp_path / "cube.zarr")
-    back = xr.open_zarr(store)["data"]
+    back = xr.open_zarr(store, consolidated=False)["data"]
     np.testing.assert_array_equal(back.values, cube)
     assert list(back.path.values) == [str(p) for p in paths]

@@ -1,0 +1,847 @@
+"""The whole reduction: configuration and the one orchestrator, :func:`reduce`.
+
+``reduce`` strings the stages together — scan, masters per night, calibration, cosmic
+rays, background, registration per object and filter across nights, stacking, photometric
+calibration — and writes the products in a fixed layout::
+
+    OUT/masters/<night>/bias.fits, dark_<exptime>s.fits, flat_<filter>.fits
+    OUT/calibrated/<night>/<input stem>.fits      (with keep_calibrated)
+    OUT/stacks/<object>_<filter>.fits              (primary = image; COVERAGE, EXPOSURE extensions)
+    OUT/photometry/zeropoints.csv                  (when standards are configured)
+    OUT/quicklook/*.png                            (zscale previews of masters and stacks)
+    OUT/report.json, OUT/report.md
+
+It holds no numerics: every number comes from the stage modules.  Each stage's result is a
+checkpoint in the cache (:class:`daskred.cache.Cache`), keyed by its inputs and parameters,
+so a re-run computes only what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import resource
+import time
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from . import __version__
+from .cache import Cache, file_identity
+from .cluster import progress, use_cluster
+from .collection import scan
+from .combine import combine
+from .errors import ConfigError, DaskredError, RegistrationError
+from .io import open_frames, parse_section, to_fits
+
+__all__ = ["PipelineConfig", "Report", "reduce", "demo", "default_config_text"]
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class CollectionConfig:
+    keywords: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    classes: Mapping[str, str] = field(default_factory=dict)
+    standards: Sequence[str] = ()
+    night_offset: float | None = None
+
+
+@dataclass(frozen=True)
+class MastersConfig:
+    darks: Literal["per_exptime", "scalable"] = "per_exptime"
+    norm: Literal["median", "mean"] = "median"
+    bias: Mapping[str, Any] = field(default_factory=lambda: {"method": "median"})
+    dark: Mapping[str, Any] = field(default_factory=lambda: {"method": "median"})
+    flat: Mapping[str, Any] = field(default_factory=lambda: {"method": "mean", "clip": "sigma", "sigma": 3.0})
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    overscan: str | None = "auto"
+    trim: str | None = "auto"
+    norm: Literal["mean", "median"] = "mean"
+    gain: float | None = None
+    rdnoise: float | None = None
+    bad_pixels: str | None = None
+
+
+@dataclass(frozen=True)
+class CosmicsConfig:
+    enabled: bool = True
+    sigclip: float = 4.5
+    sigfrac: float = 0.3
+    objlim: float = 5.0
+    niter: int = 4
+
+
+@dataclass(frozen=True)
+class BackgroundConfig:
+    enabled: bool = True
+    method: Literal["mesh", "global"] = "mesh"
+    box_size: int = 64
+    filter_size: int = 3
+    exclude_percentile: float = 50.0
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    enabled: bool = True
+    method: Literal["asterism", "xcorr", "wcs"] = "asterism"
+    output_grid: Literal["reference", "union", "intersection"] = "union"
+    interpolation: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    method: Literal["median", "mean", "sum", "min", "max"] = "mean"
+    clip: str | None = "sigma"
+    sigma: float = 3.0
+    maxiters: int = 5
+
+
+@dataclass(frozen=True)
+class AstrometryConfig:
+    catalog: str | None = None
+    sip_degree: int | None = None
+
+
+@dataclass(frozen=True)
+class PhotometryConfig:
+    standards: str | None = None
+    radius: float = 2.5
+    annulus: tuple[float, float] = (4.0, 6.0)
+    radius_unit: Literal["pixel", "fwhm"] = "fwhm"
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    keep_calibrated: bool = False
+    quicklook: bool = True
+
+
+_SECTIONS = {
+    "collection": CollectionConfig, "masters": MastersConfig, "calibrate": CalibrateConfig,
+    "cosmics": CosmicsConfig, "background": BackgroundConfig, "align": AlignConfig,
+    "stack": StackConfig, "astrometry": AstrometryConfig, "photometry": PhotometryConfig,
+    "output": OutputConfig,
+}
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every setting of a reduction, one frozen value per TOML table.
+
+    Load one with :meth:`load` (``daskred config`` prints a commented default); paths in
+    it are relative to the file.  Unknown tables or keys raise
+    :class:`~daskred.errors.ConfigError` naming the allowed ones.
+    """
+
+    collection: CollectionConfig = field(default_factory=CollectionConfig)
+    masters: MastersConfig = field(default_factory=MastersConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    cosmics: CosmicsConfig = field(default_factory=CosmicsConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+    astrometry: AstrometryConfig = field(default_factory=AstrometryConfig)
+    photometry: PhotometryConfig = field(default_factory=PhotometryConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Path | None = None) -> PipelineConfig:
+        unknown = set(data) - set(_SECTIONS)
+        if unknown:
+            raise ConfigError(f"unknown config table(s) {sorted(unknown)}; allowed: {', '.join(_SECTIONS)}")
+        sections = {}
+        for name, section_cls in _SECTIONS.items():
+            values = dict(data.get(name, {}))
+            allowed = {f.name for f in dataclasses.fields(section_cls)}
+            extra = set(values) - allowed
+            if extra:
+                raise ConfigError(f"unknown key(s) {sorted(extra)} in [{name}]; allowed: {', '.join(sorted(allowed))}")
+            for key in ("standards", "catalog", "bad_pixels"):
+                if key in values and isinstance(values[key], str) and base is not None and name != "collection":
+                    values[key] = str((base / values[key]).resolve()) if values[key] else None
+            if "annulus" in values:
+                values["annulus"] = tuple(values["annulus"])
+            sections[name] = section_cls(**values)
+        config = cls(**sections)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PipelineConfig:
+        """Read a TOML configuration file."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ConfigError(f"{path}: no such config file; `daskred config > {path.name}` writes one") from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML ({err})") from err
+        return cls.from_dict(data, base=path.parent)
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        """A copy with some values changed: ``replace(stack={"method": "median"})``."""
+        data = self.to_dict()
+        for section, values in changes.items():
+            if section not in _SECTIONS:
+                raise ConfigError(f"unknown config table {section!r}; allowed: {', '.join(_SECTIONS)}")
+            data[section].update(values)
+        return PipelineConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+    def validate(self) -> None:
+        checks = [
+            ("align.method", self.align.method, ("asterism", "xcorr", "wcs")),
+            ("align.output_grid", self.align.output_grid, ("reference", "union", "intersection")),
+            ("background.method", self.background.method, ("mesh", "global")),
+            ("stack.method", self.stack.method, ("median", "mean", "sum", "min", "max")),
+            ("photometry.radius_unit", self.photometry.radius_unit, ("pixel", "fwhm")),
+            ("masters.darks", self.masters.darks, ("per_exptime", "scalable")),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ConfigError(f"{name} = {value!r} is not supported; choose one of {', '.join(allowed)}")
+        for key in ("standards",):
+            path = getattr(self.photometry, key)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"[photometry] standards = {path!r}: file not found")
+        if self.astrometry.catalog and not Path(self.astrometry.catalog).is_file():
+            raise ConfigError(f"[astrometry] catalog = {self.astrometry.catalog!r}: file not found")
+
+
+def default_config_text() -> str:
+    """The commented default configuration (``daskred config``)."""
+    return '''# daskred reduction configuration (TOML). Every key is optional; shown are the defaults.
+
+[collection]
+# header keywords to try first for a column, e.g. filter = ["FILTER2"]
+keywords = {}
+# extra frame-type values and their class (bias, dark, flat, light, standard)
+classes = {}
+# regular expressions on OBJECT marking standard-star fields, e.g. ["^SA ?\\\\d+"]
+standards = []
+# hours from UT to local time for the night boundary; default: site longitude from the header
+# night_offset = -7.0
+
+[masters]
+darks = "per_exptime"          # or "scalable": one dark scaled by exposure time
+norm = "median"                # each flat is divided by its own median (or mean) before combining
+bias = { method = "median" }
+dark = { method = "median" }
+flat = { method = "mean", clip = "sigma", sigma = 3.0 }
+
+[calibrate]
+overscan = "auto"              # BIASSEC from the headers, a FITS section, or "" to skip
+trim = "auto"                  # TRIMSEC/DATASEC from the headers, a FITS section, or "" to skip
+norm = "mean"                  # flat normalisation
+# gain = 1.5                   # e-/ADU; default: GAIN keyword
+# rdnoise = 6.0                # e-; default: RDNOISE keyword
+# bad_pixels = "bpm.fits"
+
+[cosmics]
+enabled = true
+sigclip = 4.5
+sigfrac = 0.3
+objlim = 5.0
+niter = 4
+
+[background]
+enabled = true
+method = "mesh"                # or "global"
+box_size = 64
+filter_size = 3
+exclude_percentile = 50.0      # boxes with more masked (source) pixels than this are interpolated over
+
+[align]
+enabled = true
+method = "asterism"            # "xcorr" for few-star fields, "wcs" for frames with a good WCS
+output_grid = "union"          # "reference" or "intersection"
+interpolation = "bilinear"     # "nearest" or "bicubic"
+
+[stack]
+method = "mean"                # median, mean, sum, min, max
+clip = "sigma"                 # sigma, mad, minmax, percentile, winsorized, ccdclip, or "" for none
+sigma = 3.0
+maxiters = 5
+
+[astrometry]
+# catalog = "gaia.csv"         # RA, Dec, magnitude table: solve the stacks' WCS offline
+
+[photometry]
+# standards = "standards.csv"  # name, ra, dec, one magnitude column per filter (see README)
+radius = 2.5
+annulus = [4.0, 6.0]
+radius_unit = "fwhm"           # or "pixel"
+
+[output]
+keep_calibrated = false
+quicklook = true
+'''
+
+
+# --------------------------------------------------------------------------- report
+@dataclass
+class Report:
+    """What a reduction did: inputs, products, skipped files, zero points, timings."""
+
+    out: Path
+    inputs: int = 0
+    nights: list[str] = field(default_factory=list)
+    masters: list[dict[str, Any]] = field(default_factory=list)
+    stacks: list[dict[str, Any]] = field(default_factory=list)
+    calibrated: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    zeropoints: list[dict[str, Any]] = field(default_factory=list)
+    extinction: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    quicklook: list[str] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    seconds: float = 0.0
+    scheduler: str = "threads"
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["out"] = str(self.out)
+        data["version"] = __version__
+        return data
+
+    @property
+    def text(self) -> str:
+        lines = [f"# daskred reduction report", "",
+                 f"{self.inputs} input frames, nights {', '.join(self.nights) or '-'}; "
+                 f"{self.seconds:.1f} s, peak memory {self.peak_memory_mb:.0f} MB ({self.scheduler}).", ""]
+        lines += ["## Stages", "", "| stage | seconds | cached |", "|---|---:|---|"]
+        lines += [f"| {s['name']} | {s['seconds']:.2f} | {'yes' if s['cached'] else 'no'} |" for s in self.stages]
+        lines += ["", "## Masters", ""]
+        lines += [f"- {m['kind']} {m['night']} {m.get('filter') or ''} {m.get('exptime') or ''}: "
+                  f"{m['path']} (NCOMBINE={m['ncombine']}{', from night ' + m['fallback_from'] if m.get('fallback_from') else ''})"
+                  for m in self.masters]
+        lines += ["", "## Stacks", ""]
+        lines += [f"- {s['object']} {s['filter']}: {s['path']} ({s['nframes']} frames, {s['exptime']:.0f} s)"
+                  for s in self.stacks]
+        if self.zeropoints:
+            lines += ["", "## Zero points", "", "| image | filter | night | airmass | zp | zp_err | nstars |",
+                      "|---|---|---|---:|---:|---:|---:|"]
+            lines += [f"| {z['image']} | {z['filter']} | {z['night']} | {z['airmass']:.3f} | {z['zp']:.3f} | "
+                      f"{z['zp_err']:.3f} | {z['nstars']} |" for z in self.zeropoints]
+        if self.extinction:
+            lines += ["", "## Extinction", ""]
+            lines += [f"- {e['night']} {e['filter']}: zp0 = {e['zp0']:.3f} ± {e['zp0_err']:.3f}, "
+                      f"k = {e['k']:.3f} ± {e['k_err']:.3f} ({e['nstars']} measurements)" for e in self.extinction]
+        if self.skipped:
+            lines += ["", "## Skipped", ""]
+            lines += [f"- {s['path']}: {s['reason']}" for s in self.skipped]
+        return "\n".join(lines) + "\n"
+
+    def write(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("report.json", json.dumps(self.to_dict(), indent=2, default=_json_default)),
+                           ("report.md", self.text)):
+            tmp = self.out / f".{name}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, self.out / name)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _peak_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024.0
+
+
+class _Stages:
+    """Times each stage and records whether it came from the cache."""
+
+    def __init__(self, report: Report, verbose: bool) -> None:
+        self.report = report
+        self.verbose = verbose
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[dict[str, Any]]:
+        record = {"name": name, "seconds": 0.0, "cached": True}
+        start = time.perf_counter()
+        with progress(f"[daskred] {name}" if self.verbose else "", enabled=self.verbose):
+            yield record
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        self.report.stages.append(record)
+
+
+# --------------------------------------------------------------------------- helpers
+def _combine_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (None if v == "" else v) for k, v in options.items()}
+
+
+def _group_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(text).strip()) or "unnamed"
+
+
+def _identities(paths: Sequence[str]) -> list[Any]:
+    return [file_identity(p) for p in paths]
+
+
+def _header_wcs(path: str, hdu: int, trimsec: str, shape: tuple[int, int]) -> WCS | None:
+    """Celestial WCS of a raw frame, moved to the trimmed pixel grid."""
+    from .astrometry import repair_wcs_header
+
+    header = repair_wcs_header(fits.getheader(path, hdu))
+    try:
+        wcs = WCS(header, naxis=2)
+    except Exception:  # noqa: BLE001 - astropy raises many types for unusable WCS cards
+        return None
+    if not wcs.has_celestial:
+        return None
+    if trimsec:
+        ys, xs = parse_section(trimsec, shape)
+        wcs = wcs.slice((ys, xs))
+    return wcs
+
+
+def _frame_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
+    coords = [c for c in ("path", "night", "filter", "object", "exptime", "airmass", "imagetyp") if c in ds.coords]
+    values = {c: list(ds.coords[c].values) for c in coords}
+    return [{c: values[c][i] for c in coords} for i in range(ds.sizes["frame"])]
+
+
+# --------------------------------------------------------------------------- stages
+def _masters_stage(table: pd.DataFrame, config: PipelineConfig, cache: Cache, out: Path,
+                   report: Report, stage: dict[str, Any]) -> list[Any]:
+    from .masters import make_masters
+
+    options = {"bias": _combine_options(config.masters.bias), "dark": _combine_options(config.masters.dark),
+               "flat": _combine_options(config.masters.flat)}
+    calib = config.calibrate
+    masters = make_masters(table, overscan=calib.overscan or None, trim=calib.trim or None,
+                           darks=config.masters.darks, norm=config.masters.norm, combine_options=options)
+    cached_all = True
+    loaded = []
+    for master in masters:
+        key = cache.key("masters", master.kind, master.night, master.filter, master.exptime, master.binning,
+                        master.shape, _identities(master.inputs), dataclasses.asdict(config.masters),
+                        calib.overscan, calib.trim)
+        ds, cached = cache.checkpoint(key, lambda m=master: m.data.rename("data").to_dataset())
+        cached_all &= cached
+        loaded.append(dataclasses.replace(master, data=ds["data"]))
+    written = {}
+    for master in loaded:
+        if master.fallback_from:
+            continue
+        path = out / "masters" / master.night / _master_filename(master)
+        to_fits(master.data, path, header=master.header, overwrite=True)
+        written[(master.kind, master.night, master.filter, master.exptime)] = path
+    for master in loaded:
+        source_night = master.fallback_from or master.night
+        path = written.get((master.kind, source_night, master.filter, master.exptime))
+        report.masters.append({
+            "path": str(path), "kind": master.kind, "night": master.night, "filter": master.filter,
+            "exptime": master.exptime, "ncombine": len(master.inputs), "fallback_from": master.fallback_from,
+        })
+    stage["cached"] = cached_all
+    return loaded
+
+
+def _master_filename(master: Any) -> str:
+    if master.kind == "bias":
+        return "bias.fits"
+    if master.kind == "dark":
+        return "dark.fits" if master.exptime is None or math.isnan(master.exptime) else f"dark_{master.exptime:g}s.fits"
+    return f"flat_{_group_name(master.filter)}.fits"
+
+
+def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig, cache: Cache,
+                  stages: _Stages, times: dict[str, dict[str, Any]]) -> xr.Dataset:
+    """Calibrate, clean and background-subtract one night/filter/setup group of frames."""
+    from .background import subtract_background
+    from .calibrate import calibrate
+    from .cosmics import detect_cosmics
+    from .masters import select_master
+
+    first = rows.iloc[0]
+    chosen = {}
+    for kind in ("bias", "dark", "flat"):
+        try:
+            chosen[kind] = select_master(masters, first, kind=kind)
+        except DaskredError:
+            chosen[kind] = None
+    calib = config.calibrate
+    ids = _identities(list(rows["path"]))
+    master_keys = [None if m is None else (m.kind, m.night, m.filter, m.exptime, m.data.data.name) for m in chosen.values()]
+    key_cal = cache.key("calibrated", ids, master_keys, dataclasses.asdict(calib))
+
+    def build_calibrated() -> xr.Dataset:
+        frames = open_frames(rows)
+        return calibrate(frames, bias=chosen["bias"], dark=chosen["dark"], flat=chosen["flat"],
+                         overscan=calib.overscan or None, trim=calib.trim or None, norm=calib.norm,
+                         gain=calib.gain, rdnoise=calib.rdnoise, bad_pixels=calib.bad_pixels)
+
+    ds, cached = cache.checkpoint(key_cal, build_calibrated)
+    times["calibrate"]["cached"] &= cached
+    key = key_cal
+    if config.cosmics.enabled:
+        cos = config.cosmics
+        key = cache.key("cosmics", key, dataclasses.asdict(cos))
+
+        def build_cosmics(ds=ds) -> xr.Dataset:
+            cleaned = detect_cosmics(ds, sigclip=cos.sigclip, sigfrac=cos.sigfrac, objlim=cos.objlim,
+                                     niter=cos.niter, gain=1.0 if ds.attrs.get("units") == "electron" else None)
+            out = ds.copy()
+            out["data"] = cleaned["data"]
+            out["mask"] = ds["mask"] | cleaned["mask"]
+            out["cosmics"] = cleaned["mask"]
+            return out
+
+        ds, cached = cache.checkpoint(key, build_cosmics)
+        times["cosmics"]["cached"] &= cached
+    if config.background.enabled:
+        bg = config.background
+        key = cache.key("background", key, dataclasses.asdict(bg))
+
+        def build_background(ds=ds) -> xr.Dataset:
+            out = ds.copy()
+            out["data"] = subtract_background(ds["data"], method=bg.method, box_size=bg.box_size,
+                                              filter_size=bg.filter_size, mask=ds["mask"],
+                                              exclude_percentile=bg.exclude_percentile)
+            return out
+
+        ds, cached = cache.checkpoint(key, build_background)
+        times["background"]["cached"] &= cached
+    ds.attrs["cache_key"] = key
+    return ds
+
+
+def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: PipelineConfig, cache: Cache,
+                 out: Path, report: Report, record: dict[str, Any]) -> None:
+    from .align import apply_transforms, find_transforms
+
+    cube = xr.concat(groups, dim="frame", data_vars="all", coords="minimal", compat="override",
+                     join="override")
+    paths = [str(p) for p in cube.coords["path"].values]
+    key_in = [g.attrs["cache_key"] for g in groups]
+    align = config.align
+    if align.enabled and cube.sizes["frame"] > 1:
+        key_t = cache.key("transforms", key_in, dataclasses.asdict(align))
+
+        def compute_transforms() -> dict[str, Any]:
+            table = find_transforms(cube["data"], method=align.method, on_failure="skip")
+            return {"matrix": [np.asarray(m).tolist() for m in table["matrix"]],
+                    "status": list(table["status"]), "reason": [str(r) for r in table["reason"]]}
+
+        transforms, cached = cache.memo(key_t, compute_transforms)
+        record["cached"] &= cached
+        ok = [i for i, s in enumerate(transforms["status"]) if s == "ok"]
+        for i, reason in enumerate(transforms["reason"]):
+            if transforms["status"][i] != "ok":
+                report.skipped.append({"path": paths[i], "reason": f"not registered: {reason}"})
+        if not ok:
+            raise RegistrationError(f"no frame of {obj} {filt} could be registered; see the report")
+        cube = cube.isel(frame=ok)
+        matrices = [np.asarray(transforms["matrix"][i]) for i in ok]
+        aligned = apply_transforms(cube["data"], matrices, output_grid=align.output_grid,
+                                   interpolation=align.interpolation, masks=cube["mask"])
+        data = aligned["data"]
+        footprint = aligned["footprint"]
+        x0, y0 = float(aligned["x"].values[0]), float(aligned["y"].values[0])
+    else:
+        data = cube["data"].where(~cube["mask"])
+        footprint = xr.ones_like(cube["data"], dtype=bool)
+        x0 = y0 = 0.0
+    stack_cfg = config.stack
+    key_s = cache.key("stacks", key_in, dataclasses.asdict(align), dataclasses.asdict(stack_cfg))
+    exptime = np.asarray(cube.coords["exptime"].values, dtype=float)
+
+    def build_stack() -> xr.Dataset:
+        image = combine(data, method=stack_cfg.method, clip=stack_cfg.clip or None, sigma=stack_cfg.sigma,
+                        maxiters=stack_cfg.maxiters)
+        weights = xr.DataArray(exptime, dims="frame")
+        return xr.Dataset({
+            "image": image,
+            "coverage": footprint.sum("frame").astype(np.int16),
+            "exposure": (footprint * weights).sum("frame").astype(np.float32),
+        })
+
+    stack, cached = cache.checkpoint(key_s, build_stack)
+    record["cached"] &= cached
+    first = cube.isel(frame=0)
+    ref_path = str(first.coords["path"].values)
+    header = fits.Header()
+    header["OBJECT"] = obj
+    header["FILTER"] = filt
+    header["EXPTIME"] = (float(np.mean(exptime)), "exposure time of one frame (image scale)")
+    header["TEXPTIME"] = (float(np.sum(exptime)), "total exposure time, s")
+    header["NCOMBINE"] = (int(cube.sizes["frame"]), "frames stacked")
+    header["STACKMTH"] = (stack_cfg.method, "stack method")
+    header["STACKCLP"] = (str(stack_cfg.clip or "none"), "stack rejection")
+    header["NIGHTS"] = ",".join(sorted(set(map(str, cube.coords["night"].values))))
+    header["BUNIT"] = str(groups[0].attrs.get("units", "adu"))
+    raw = open_frames([ref_path])
+    wcs = _header_wcs(ref_path, int(raw.coords["hdu"].values[0]), str(raw.coords["trimsec"].values[0]),
+                      tuple(raw.shape[1:]))
+    if wcs is not None:
+        wcs.wcs.crpix = wcs.wcs.crpix - np.array([x0, y0])
+        header.update(wcs.to_header(relax=True))
+    for p in paths:
+        header.add_history(f"input: {p}")
+    path = out / "stacks" / f"{_group_name(obj)}_{_group_name(filt)}.fits"
+    to_fits(stack, path, header=header, overwrite=True)
+    report.stacks.append({"path": str(path), "object": obj, "filter": filt, "nframes": int(cube.sizes["frame"]),
+                          "exptime": float(np.sum(exptime)), "nights": header["NIGHTS"].split(",")})
+
+
+def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache: Cache, out: Path,
+                      report: Report, record: dict[str, Any]) -> None:
+    from .photometry import aperture_photometry, read_standards, write_zeropoints, zero_point
+
+    catalog = read_standards(config.photometry.standards)
+    phot_cfg = config.photometry
+    results = []
+    for ds in standards:
+        for i, row in enumerate(_frame_rows(ds)):
+            key = cache.key("zeropoints", ds.attrs["cache_key"], i, dataclasses.asdict(phot_cfg),
+                            file_identity(config.photometry.standards))
+
+            def measure(ds=ds, i=i, row=row) -> dict[str, Any]:
+                image = ds["data"].isel(frame=i)
+                trimsec = str(ds.coords["trimsec"].values[i]) if "trimsec" in ds.coords else ""
+                raw = open_frames([row["path"]])
+                wcs = _header_wcs(row["path"], int(raw.coords["hdu"].values[0]), trimsec, tuple(raw.shape[1:]))
+                if wcs is None:
+                    return {"error": "no celestial WCS in the header"}
+                try:
+                    table = aperture_photometry(image, catalog, wcs=wcs, variance=ds["variance"].isel(frame=i)
+                                                if "variance" in ds else None, mask=ds["mask"].isel(frame=i),
+                                                radius=phot_cfg.radius, annulus=phot_cfg.annulus,
+                                                radius_unit=phot_cfg.radius_unit)
+                    zp = zero_point(table, catalog, filter=row["filter"], exptime=float(row["exptime"]),
+                                    airmass=float(row["airmass"]))
+                except DaskredError as err:
+                    return {"error": str(err)}
+                return {"zp": zp.zp, "zp_err": zp.zp_err, "nstars": zp.nstars, "airmass": float(row["airmass"])}
+
+            value, cached = cache.memo(key, measure)
+            record["cached"] &= cached
+            if "error" in value:
+                report.skipped.append({"path": row["path"], "reason": f"no zero point: {value['error']}"})
+                continue
+            results.append({"image": Path(row["path"]).stem, "object": row["object"], "filter": row["filter"],
+                            "night": row["night"], "airmass": value["airmass"], "zp": value["zp"],
+                            "zp_err": value["zp_err"], "nstars": value["nstars"]})
+    if not results:
+        return
+    write_zeropoints(results, out / "photometry" / "zeropoints.csv")
+    report.zeropoints = results
+    table = pd.DataFrame(results)
+    for (night, filt), group in table.groupby(["night", "filter"]):
+        if group["airmass"].nunique() < 2:
+            continue
+        fit = _fit_zp_airmass(group)
+        report.extinction.append({"night": night, "filter": filt, **fit})
+
+
+def _fit_zp_airmass(group: pd.DataFrame) -> dict[str, Any]:
+    """Weighted least squares of zp = zp0 - k X over images of one night and filter."""
+    x = group["airmass"].to_numpy(float)
+    y = group["zp"].to_numpy(float)
+    w = 1.0 / np.maximum(group["zp_err"].to_numpy(float), 1e-4) ** 2
+    design = np.stack([np.ones_like(x), -x], axis=1)
+    normal = design.T @ (design * w[:, None])
+    cov = np.linalg.inv(normal)
+    zp0, k = cov @ (design.T @ (w * y))
+    return {"zp0": float(zp0), "zp0_err": float(math.sqrt(cov[0, 0])), "k": float(k),
+            "k_err": float(math.sqrt(cov[1, 1])), "nstars": int(len(group))}
+
+
+# --------------------------------------------------------------------------- orchestrator
+def reduce(
+    raw: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    out: str | os.PathLike,
+    config: PipelineConfig | None = None,
+    cache: str | os.PathLike | None = "auto",
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    memory_limit: str | None = None,
+    scheduler: str | None = None,
+    on_error: Literal["skip", "raise"] = "skip",
+    verbose: bool = True,
+) -> Report:
+    """Reduce a directory (or several) of raw frames end to end.
+
+    Parameters
+    ----------
+    raw : path or sequence of paths
+        Folders, globs or files of raw frames from one or many nights.
+    out : path-like
+        Output folder (layout in the module docstring).
+    config : PipelineConfig, optional
+        Settings; the defaults of ``daskred config``.
+    cache : path-like, "auto" or None
+        Checkpoint folder; ``"auto"`` is ``OUT/.cache``; None disables caching.
+    workers, threads_per_worker, memory_limit : optional
+        Start a ``distributed.LocalCluster`` of that size for the run.
+    scheduler : str, optional
+        Address of a running dask scheduler (``tcp://host:8786``).
+    on_error : {"skip", "raise"}
+        Unreadable inputs and unregistrable frames are skipped and listed in the report,
+        or raise.
+    verbose : bool
+        Progress bars and stage names on stderr.
+
+    Returns
+    -------
+    Report
+        Also written as ``OUT/report.json`` and ``OUT/report.md``.
+
+    Notes
+    -----
+    Computes: this is the one place that runs the stage graphs, stage by stage, each into
+    its cache checkpoint.
+    """
+    config = config or PipelineConfig()
+    out = Path(out)
+    raws = [raw] if isinstance(raw, (str, os.PathLike)) else list(raw)
+    started = time.perf_counter()
+    report = Report(out=out, config=config.to_dict())
+    stages = _Stages(report, verbose)
+    store = Cache(out / ".cache" if cache == "auto" else cache, version=__version__)
+    with use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                     scheduler=scheduler) as where:
+        report.scheduler = where
+        with stages("scan") as record:
+            col = config.collection
+            table = scan(raws, keywords=col.keywords, classes=col.classes, standards=col.standards,
+                         night_offset=col.night_offset, on_error=on_error)
+            report.inputs = int(len(table))
+            report.skipped += [{"path": p, "reason": r} for p, r in table.attrs.get("skipped", [])]
+            unknown = table[table.imagetyp == "unknown"]
+            report.skipped += [{"path": p, "reason": r} for p, r in zip(unknown.path, unknown.classified_by)]
+            table = table[table.imagetyp != "unknown"]
+            report.nights = sorted(n for n in table["night"].unique() if n)
+            record["cached"] = False
+        if table.empty:
+            raise ConfigError(f"no usable frames found in {', '.join(map(str, raws))}")
+        with stages("masters") as record:
+            masters = _masters_stage(table, config, store, out, report, record)
+        science = table[table.imagetyp.isin(["light", "standard"])]
+        times = {name: {"name": name, "seconds": 0.0, "cached": True} for name in ("calibrate", "cosmics", "background")}
+        reduced: dict[tuple[str, str], list[xr.Dataset]] = {}
+        standards: list[xr.Dataset] = []
+        start = time.perf_counter()
+        with progress("[daskred] calibrate, cosmics, background" if verbose else "", enabled=verbose):
+            for (night, filt, binning, shape, kind, obj), rows in science.groupby(
+                    ["night", "filter", "binning", "shape", "imagetyp", "object"], sort=True):
+                ds = _reduce_group(rows, masters, config, store, stages, times)
+                if config.output.keep_calibrated:
+                    _write_calibrated(ds, out, report)
+                if kind == "standard":
+                    standards.append(ds)
+                else:
+                    reduced.setdefault((obj, filt), []).append(ds)
+        elapsed = time.perf_counter() - start
+        for name in ("calibrate", "cosmics", "background"):
+            times[name]["seconds"] = round(elapsed / 3, 3)
+            report.stages.append(times[name])
+        with stages("stack") as record:
+            for (obj, filt), groups in sorted(reduced.items()):
+                try:
+                    _stack_stage(groups, obj, filt, config, store, out, report, record)
+                except RegistrationError as err:
+                    if on_error == "raise":
+                        raise
+                    report.skipped.append({"path": f"{obj}_{filt}", "reason": str(err)})
+        if config.photometry.standards and standards:
+            with stages("photometry") as record:
+                _photometry_stage(standards, config, store, out, report, record)
+            _write_photzp(report)
+        if config.output.quicklook:
+            with stages("quicklook") as record:
+                _quicklook(report, out)
+                record["cached"] = False
+    report.seconds = round(time.perf_counter() - started, 3)
+    report.peak_memory_mb = round(_peak_mb(), 1)
+    report.write()
+    return report
+
+
+def _write_calibrated(ds: xr.Dataset, out: Path, report: Report) -> None:
+    for i, row in enumerate(_frame_rows(ds)):
+        path = out / "calibrated" / str(row["night"]) / f"{Path(row['path']).stem}.fits"
+        frame = ds.isel(frame=i).drop_vars([c for c in ds.coords if c not in ()], errors="ignore")
+        to_fits(frame, path, header={"IMAGETYP": "calibrated", "ORIGFILE": Path(row["path"]).name},
+                overwrite=True)
+        report.calibrated.append(str(path))
+
+
+def _write_photzp(report: Report) -> None:
+    """PHOTZP of each stack: the weighted mean zero point of the standards in its filter."""
+    from .photometry import set_photzp
+
+    if not report.zeropoints:
+        return
+    table = pd.DataFrame(report.zeropoints)
+    for stack in report.stacks:
+        sel = table[table["filter"] == stack["filter"]]
+        if sel.empty:
+            continue
+        w = 1.0 / np.maximum(sel["zp_err"].to_numpy(float), 1e-4) ** 2
+        zp = float(np.sum(w * sel["zp"]) / np.sum(w))
+        err = float(1.0 / math.sqrt(np.sum(w)))
+        with fits.open(stack["path"], mode="update") as hdul:
+            hdul[0].header = set_photzp(hdul[0].header, zp, zp_err=err, method="standards, weighted mean",
+                                        nstars=int(sel["nstars"].sum()))
+        stack["photzp"] = zp
+
+
+def _quicklook(report: Report, out: Path) -> None:
+    try:
+        from .plotting import zscale_png
+    except ImportError:  # pragma: no cover - plotting is part of the package
+        return
+    folder = out / "quicklook"
+    for entry in report.masters:
+        if entry.get("fallback_from") or not entry["path"]:
+            continue
+        name = f"{entry['kind']}_{entry['night']}_{entry.get('filter') or ''}".rstrip("_")
+        path = folder / f"{_group_name(name)}.png"
+        zscale_png(fits.getdata(entry["path"]), path, title=name)
+        report.quicklook.append(str(path))
+    for entry in report.stacks:
+        path = folder / f"{Path(entry['path']).stem}.png"
+        zscale_png(fits.getdata(entry["path"]), path, title=f"{entry['object']} {entry['filter']}")
+        report.quicklook.append(str(path))
+
+
+def demo(directory: str | os.PathLike = "daskred-demo", *, overwrite: bool = True, verbose: bool = True) -> Report:
+    """Simulate a small two-night, two-filter dataset and reduce it end to end."""
+    from .simulate import simulate
+
+    directory = Path(directory)
+    sim = simulate(directory, overwrite=overwrite)
+    config = PipelineConfig().replace(photometry={"standards": str(sim.standards_path)})
+    report = reduce(sim.raw_dir, out=directory / "reduced", config=config, verbose=verbose)
+    return report
