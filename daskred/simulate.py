@@ -241,6 +241,26 @@ class SimulatedDataset:
     dark_path: Path
     flat_paths: dict[str, Path] = field(default_factory=dict)
 
+    def summary(self) -> str:
+        """Return a few human-readable lines describing the dataset.
+
+        Examples
+        --------
+        >>> print(ds.summary())                                       # doctest: +SKIP
+        64 raw frames, 2 nights (2024-03-12 .. 2024-03-13), filters V, R, ...
+        """
+        ny, nx = self.shape
+        rny, rnx = self.raw_shape
+        size = sum(p.stat().st_size for p in self.files)
+        return "\n".join([
+            f"{len(self.files)} raw frames, {len(self.nights)} night(s) ({self.nights[0]} .. {self.nights[-1]}), "
+            f"filters {', '.join(self.filters)}, {size / 1e6:.1f} MB",
+            f"imaging area {ny} x {nx} (TRIMSEC {self.trimsec}), raw {rny} x {rnx} (BIASSEC {self.biassec})",
+            f"gain {self.gain:g} e-/ADU, read noise {self.rdnoise:g} e-, bias {self.bias_level:g} ADU, seed {self.seed}",
+            f"raw frames in {self.raw_dir}",
+            f"truth in {self.truth_dir} (stars.csv, standards.csv, frames.csv, parameters.json, ...)",
+        ])
+
     def frames(self) -> pd.DataFrame:
         """Return the per-frame truth table (``truth/frames.csv``).
 

@@ -155,6 +155,12 @@ def test_layout_counts_and_truth_files(ds, frames):
     ]
 
 
+def test_summary_names_the_dataset(ds):
+    text = ds.summary()
+    assert text.splitlines()[0].startswith(f"{len(ds.files)} raw frames, 2 night(s) (2024-03-12 .. 2024-03-13)")
+    assert str(ds.raw_dir) in text and str(ds.truth_dir) in text and ds.trimsec in text
+
+
 def test_truth_tables_columns(ds, stars):
     standards = pd.read_csv(ds.standards_path)
     assert list(standards.columns) == ["name", "ra", "dec", "V", "R", "err_V", "err_R"]
