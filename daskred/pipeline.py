@@ -423,6 +423,12 @@ def _header_wcs(path: str, hdu: int, trimsec: str, shape: tuple[int, int]) -> WC
     return wcs
 
 
+def _frame_wcs(path: str) -> WCS | None:
+    """WCS of a raw frame on the calibrated (trimmed) grid; the raw header gives the trim."""
+    raw = scan([path], on_error="raise").iloc[0]
+    return _header_wcs(path, int(raw["hdu"]), str(raw["trimsec"] or raw["datasec"]), (int(raw["ny"]), int(raw["nx"])))
+
+
 def _frame_rows(ds: xr.Dataset) -> list[dict[str, Any]]:
     coords = [c for c in ("path", "night", "filter", "object", "exptime", "airmass", "imagetyp") if c in ds.coords]
     values = {c: list(ds.coords[c].values) for c in coords}
@@ -599,9 +605,7 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
     header["STACKCLP"] = (str(stack_cfg.clip or "none"), "stack rejection")
     header["NIGHTS"] = ",".join(sorted(set(map(str, cube.coords["night"].values))))
     header["BUNIT"] = str(groups[0].attrs.get("units", "adu"))
-    raw = open_frames([ref_path])
-    wcs = _header_wcs(ref_path, int(raw.coords["hdu"].values[0]), str(raw.coords["trimsec"].values[0]),
-                      tuple(raw.shape[1:]))
+    wcs = _frame_wcs(ref_path)
     if wcs is not None:
         wcs.wcs.crpix = wcs.wcs.crpix - np.array([x0, y0])
         header.update(wcs.to_header(relax=True))
@@ -627,9 +631,7 @@ def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache
 
             def measure(ds=ds, i=i, row=row) -> dict[str, Any]:
                 image = ds["data"].isel(frame=i)
-                trimsec = str(ds.coords["trimsec"].values[i]) if "trimsec" in ds.coords else ""
-                raw = open_frames([row["path"]])
-                wcs = _header_wcs(row["path"], int(raw.coords["hdu"].values[0]), trimsec, tuple(raw.shape[1:]))
+                wcs = _frame_wcs(row["path"])
                 if wcs is None:
                     return {"error": "no celestial WCS in the header"}
                 try:
