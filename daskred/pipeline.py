@@ -36,6 +36,7 @@ import pandas as pd
 import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
+from dask.base import tokenize
 
 from . import __version__
 from .cache import Cache, file_identity
@@ -423,6 +424,23 @@ def _header_wcs(path: str, hdu: int, trimsec: str, shape: tuple[int, int]) -> WC
     return wcs
 
 
+def _write_product(obj: xr.DataArray | xr.Dataset, path: Path, header: fits.Header, key: str) -> None:
+    """Write a product unless the file there already holds exactly this result.
+
+    ``DRKEY`` ties a file to the cache key and header it was written from, so a re-run with
+    nothing changed rewrites nothing; any change rewrites the whole file atomically.
+    """
+    header = header.copy()
+    header["DRKEY"] = (tokenize(key, header.tostring()), "daskred product key")
+    if path.is_file():
+        try:
+            if fits.getval(path, "DRKEY") == header["DRKEY"]:
+                return
+        except (OSError, KeyError):
+            pass
+    to_fits(obj, path, header=header, overwrite=True)
+
+
 def _frame_wcs(path: str) -> WCS | None:
     """WCS of a raw frame on the calibrated (trimmed) grid; the raw header gives the trim."""
     raw = scan([path], on_error="raise").iloc[0]
@@ -447,6 +465,7 @@ def _masters_stage(table: pd.DataFrame, config: PipelineConfig, cache: Cache, ou
                            darks=config.masters.darks, norm=config.masters.norm, combine_options=options)
     cached_all = True
     loaded = []
+    keys = {}
     for master in masters:
         key = cache.key("masters", master.kind, master.night, master.filter, master.exptime, master.binning,
                         master.shape, _identities(master.inputs), dataclasses.asdict(config.masters),
@@ -454,12 +473,13 @@ def _masters_stage(table: pd.DataFrame, config: PipelineConfig, cache: Cache, ou
         ds, cached = cache.checkpoint(key, lambda m=master: m.data.rename("data").to_dataset())
         cached_all &= cached
         loaded.append(dataclasses.replace(master, data=ds["data"]))
+        keys[id(loaded[-1])] = key
     written = {}
     for master in loaded:
         if master.fallback_from:
             continue
         path = out / "masters" / master.night / _master_filename(master)
-        to_fits(master.data, path, header=master.header, overwrite=True)
+        _write_product(master.data, path, master.header, keys[id(master)])
         written[(master.kind, master.night, master.filter, master.exptime)] = path
     for master in loaded:
         source_night = master.fallback_from or master.night
@@ -480,8 +500,16 @@ def _master_filename(master: Any) -> str:
     return f"flat_{_group_name(master.filter)}.fits"
 
 
+def _timed(record: dict[str, Any], cache: Cache, key: str, build: Any) -> xr.Dataset:
+    start = time.perf_counter()
+    ds, cached = cache.checkpoint(key, build)
+    record["seconds"] = round(record["seconds"] + time.perf_counter() - start, 3)
+    record["cached"] &= cached
+    return ds
+
+
 def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig, cache: Cache,
-                  stages: _Stages, times: dict[str, dict[str, Any]]) -> xr.Dataset:
+                  times: dict[str, dict[str, Any]]) -> xr.Dataset:
     """Calibrate, clean and background-subtract one night/filter/setup group of frames."""
     from .background import subtract_background
     from .calibrate import calibrate
@@ -506,8 +534,7 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
                          overscan=calib.overscan or None, trim=calib.trim or None, norm=calib.norm,
                          gain=calib.gain, rdnoise=calib.rdnoise, bad_pixels=calib.bad_pixels)
 
-    ds, cached = cache.checkpoint(key_cal, build_calibrated)
-    times["calibrate"]["cached"] &= cached
+    ds = _timed(times["calibrate"], cache, key_cal, build_calibrated)
     key = key_cal
     if config.cosmics.enabled:
         cos = config.cosmics
@@ -522,8 +549,7 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
             out["cosmics"] = cleaned["mask"]
             return out
 
-        ds, cached = cache.checkpoint(key, build_cosmics)
-        times["cosmics"]["cached"] &= cached
+        ds = _timed(times["cosmics"], cache, key, build_cosmics)
     if config.background.enabled:
         bg = config.background
         key = cache.key("background", key, dataclasses.asdict(bg))
@@ -535,14 +561,17 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
                                               exclude_percentile=bg.exclude_percentile)
             return out
 
-        ds, cached = cache.checkpoint(key, build_background)
-        times["background"]["cached"] &= cached
+        ds = _timed(times["background"], cache, key, build_background)
     ds.attrs["cache_key"] = key
     return ds
 
 
 def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: PipelineConfig, cache: Cache,
-                 out: Path, report: Report, record: dict[str, Any]) -> None:
+                 out: Path, report: Report, record: dict[str, Any]) -> tuple[xr.Dataset, fits.Header, str]:
+    """Register, resample and combine one object/filter; returns (stack, header, cache key).
+
+    The stack is written by the orchestrator once the zero points are known (PHOTZP).
+    """
     from .align import apply_transforms, find_transforms
 
     cube = xr.concat(groups, dim="frame", data_vars="all", coords="minimal", compat="override",
@@ -555,8 +584,21 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
 
         def compute_transforms() -> dict[str, Any]:
             table = find_transforms(cube["data"], method=align.method, on_failure="skip")
-            return {"matrix": [np.asarray(m).tolist() for m in table["matrix"]],
-                    "status": list(table["status"]), "reason": [str(r) for r in table["reason"]]}
+            result = {"matrix": [np.asarray(m).tolist() for m in table["matrix"]],
+                      "status": list(table["status"]), "reason": [str(r) for r in table["reason"]],
+                      "method": [align.method] * len(table)}
+            failed = [i for i, status in enumerate(result["status"]) if status != "ok"]
+            if failed and align.method == "asterism":
+                # few-star frames: fall back to FFT cross-correlation (shifts only) against the reference
+                retry = find_transforms(cube["data"].isel(frame=[0, *failed]), method="xcorr", on_failure="skip")
+                for i, (_, row) in zip(failed, list(retry.iterrows())[1:]):
+                    if row["status"] == "ok":
+                        result["matrix"][i] = np.asarray(row["matrix"]).tolist()
+                        result["status"][i] = "ok"
+                        result["method"][i] = "xcorr"
+                    else:
+                        result["reason"][i] += f"; cross-correlation fallback: {row['reason']}"
+            return result
 
         transforms, cached = cache.memo(key_t, compute_transforms)
         record["cached"] &= cached
@@ -612,9 +654,9 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
     for p in paths:
         header.add_history(f"input: {p}")
     path = out / "stacks" / f"{_group_name(obj)}_{_group_name(filt)}.fits"
-    to_fits(stack, path, header=header, overwrite=True)
     report.stacks.append({"path": str(path), "object": obj, "filter": filt, "nframes": int(cube.sizes["frame"]),
                           "exptime": float(np.sum(exptime)), "nights": header["NIGHTS"].split(",")})
+    return stack, header, key_s
 
 
 def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache: Cache, out: Path,
@@ -753,25 +795,23 @@ def reduce(
         times = {name: {"name": name, "seconds": 0.0, "cached": True} for name in ("calibrate", "cosmics", "background")}
         reduced: dict[tuple[str, str], list[xr.Dataset]] = {}
         standards: list[xr.Dataset] = []
-        start = time.perf_counter()
         with progress("[daskred] calibrate, cosmics, background" if verbose else "", enabled=verbose):
             for (night, filt, binning, shape, kind, obj), rows in science.groupby(
                     ["night", "filter", "binning", "shape", "imagetyp", "object"], sort=True):
-                ds = _reduce_group(rows, masters, config, store, stages, times)
+                ds = _reduce_group(rows, masters, config, store, times)
                 if config.output.keep_calibrated:
                     _write_calibrated(ds, out, report)
                 if kind == "standard":
                     standards.append(ds)
                 else:
                     reduced.setdefault((obj, filt), []).append(ds)
-        elapsed = time.perf_counter() - start
-        for name in ("calibrate", "cosmics", "background"):
-            times[name]["seconds"] = round(elapsed / 3, 3)
-            report.stages.append(times[name])
+        report.stages += [times[name] for name in ("calibrate", "cosmics", "background")
+                          if name == "calibrate" or getattr(config, name).enabled]
+        pending = []
         with stages("stack") as record:
             for (obj, filt), groups in sorted(reduced.items()):
                 try:
-                    _stack_stage(groups, obj, filt, config, store, out, report, record)
+                    pending.append(_stack_stage(groups, obj, filt, config, store, out, report, record))
                 except RegistrationError as err:
                     if on_error == "raise":
                         raise
@@ -779,7 +819,8 @@ def reduce(
         if config.photometry.standards and standards:
             with stages("photometry") as record:
                 _photometry_stage(standards, config, store, out, report, record)
-            _write_photzp(report)
+        for entry, (stack, header, key) in zip(report.stacks, pending):
+            _write_product(stack, Path(entry["path"]), _with_photzp(header, entry, report), key)
         if config.output.quicklook:
             with stages("quicklook") as record:
                 _quicklook(report, out)
@@ -794,48 +835,49 @@ def _write_calibrated(ds: xr.Dataset, out: Path, report: Report) -> None:
     for i, row in enumerate(_frame_rows(ds)):
         path = out / "calibrated" / str(row["night"]) / f"{Path(row['path']).stem}.fits"
         frame = ds.isel(frame=i).drop_vars([c for c in ds.coords if c not in ()], errors="ignore")
-        to_fits(frame, path, header={"IMAGETYP": "calibrated", "ORIGFILE": Path(row["path"]).name},
-                overwrite=True)
+        header = fits.Header({"IMAGETYP": "calibrated", "ORIGFILE": Path(row["path"]).name})
+        _write_product(frame, path, header, f"{ds.attrs['cache_key']}-{i}")
         report.calibrated.append(str(path))
 
 
-def _write_photzp(report: Report) -> None:
-    """PHOTZP of each stack: the weighted mean zero point of the standards in its filter."""
+def _with_photzp(header: fits.Header, stack: dict[str, Any], report: Report) -> fits.Header:
+    """Add PHOTZP: the weighted mean zero point of the standards in the stack's filter."""
     from .photometry import set_photzp
 
-    if not report.zeropoints:
-        return
     table = pd.DataFrame(report.zeropoints)
-    for stack in report.stacks:
-        sel = table[table["filter"] == stack["filter"]]
-        if sel.empty:
-            continue
-        w = 1.0 / np.maximum(sel["zp_err"].to_numpy(float), 1e-4) ** 2
-        zp = float(np.sum(w * sel["zp"]) / np.sum(w))
-        err = float(1.0 / math.sqrt(np.sum(w)))
-        with fits.open(stack["path"], mode="update") as hdul:
-            hdul[0].header = set_photzp(hdul[0].header, zp, zp_err=err, method="standards, weighted mean",
-                                        nstars=int(sel["nstars"].sum()))
-        stack["photzp"] = zp
+    if table.empty or not (table["filter"] == stack["filter"]).any():
+        return header
+    sel = table[table["filter"] == stack["filter"]]
+    w = 1.0 / np.maximum(sel["zp_err"].to_numpy(float), 1e-4) ** 2
+    zp = float(np.sum(w * sel["zp"]) / np.sum(w))
+    err = float(1.0 / math.sqrt(np.sum(w)))
+    stack["photzp"] = zp
+    return set_photzp(header, zp, zp_err=err, method="standards, weighted mean",
+                      nstars=int(sel["nstars"].sum()))
 
 
 def _quicklook(report: Report, out: Path) -> None:
-    try:
-        from .plotting import zscale_png
-    except ImportError:  # pragma: no cover - plotting is part of the package
-        return
     folder = out / "quicklook"
     for entry in report.masters:
         if entry.get("fallback_from") or not entry["path"]:
             continue
         name = f"{entry['kind']}_{entry['night']}_{entry.get('filter') or ''}".rstrip("_")
         path = folder / f"{_group_name(name)}.png"
-        zscale_png(fits.getdata(entry["path"]), path, title=name)
+        _preview(entry["path"], path, name)
         report.quicklook.append(str(path))
     for entry in report.stacks:
         path = folder / f"{Path(entry['path']).stem}.png"
-        zscale_png(fits.getdata(entry["path"]), path, title=f"{entry['object']} {entry['filter']}")
+        _preview(entry["path"], path, f"{entry['object']} {entry['filter']}")
         report.quicklook.append(str(path))
+
+
+def _preview(source: str, path: Path, title: str) -> None:
+    """Quick-look PNG of a FITS product, redrawn only when the product is newer."""
+    from .plotting import zscale_png
+
+    if path.is_file() and path.stat().st_mtime_ns >= Path(source).stat().st_mtime_ns:
+        return
+    zscale_png(fits.getdata(source), path, title=title)
 
 
 def demo(directory: str | os.PathLike = "daskred-demo", *, overwrite: bool = True, verbose: bool = True) -> Report:
