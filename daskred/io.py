@@ -464,7 +464,7 @@ def to_fits(
                 fh.seek(fh.tell() + padded)
         sources, targets = [], []
         for (hdr, data, disk), offset in zip(layout, offsets):
-            target = np.memmap(tmp.name, dtype=disk, mode="r+", offset=offset, shape=tuple(data.shape))
+            target = _FileRegion(tmp.name, dtype=disk, offset=offset, shape=tuple(data.shape))
             if isinstance(data, da.Array):
                 sources.append(data.astype(disk.newbyteorder("=")))
                 targets.append(target)
@@ -482,6 +482,30 @@ def to_fits(
             os.unlink(tmp.name)
         raise
     return path
+
+
+class _FileRegion:
+    """A ``da.store`` target writing into a region of a file, opened where the task runs.
+
+    A ``np.memmap`` pickles as a copy of its data, so on a ``dask.distributed`` worker the
+    blocks would land in that copy and the file would keep zeros; this target carries only
+    the path and layout.
+    """
+
+    def __init__(self, path: str, *, dtype: np.dtype, offset: int, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.offset, self.shape = path, np.dtype(dtype), offset, shape
+        self.ndim = len(shape)
+
+    def _open(self) -> np.memmap:
+        return np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset, shape=self.shape)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        region = self._open()
+        region[key] = value
+        region.flush()
+
+    def flush(self) -> None:
+        """Blocks are flushed as they are written."""
 
 
 def to_zarr(
