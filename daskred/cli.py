@@ -22,7 +22,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
     from .collection import scan, summarize
 
-    table = scan(args.path, recursive=not args.no_recursive)
+    table = scan(args.path, recursive=not args.no_recursive, check="pixels")
     if args.csv:
         out = Path(args.csv)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,8 @@ def _cmd_reduce(args: argparse.Namespace) -> int:
     if args.keep_calibrated:
         overrides["keep_calibrated"] = True
     config = config.replace(**overrides) if overrides else config
-    report = reduce(args.raw, out=args.out, config=config, cache=args.cache, workers=args.workers,
+    report = reduce(args.raw, out=args.out, config=config, cache=None if args.no_cache else args.cache,
+                    workers=args.workers,
                     threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
                     scheduler=args.scheduler, on_error=args.on_error)
     print(report.text if hasattr(report, "text") else report)
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("raw", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--config")
-    p.add_argument("--cache")
+    p.add_argument("--cache", default="auto", help="checkpoint folder (default: OUT/.cache)")
+    p.add_argument("--no-cache", action="store_true", help="compute every stage, store nothing")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads-per-worker", type=int)
     p.add_argument("--memory-limit")

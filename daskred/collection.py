@@ -14,6 +14,7 @@ import glob as _glob
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .errors import ConfigError, FitsFileError
+from .errors import CalibrationError, ConfigError, FitsFileError, HeaderError
 
 __all__ = ["scan", "DEFAULT_KEYWORDS", "DEFAULT_CLASSES", "FITS_SUFFIXES", "summarize"]
 
@@ -211,28 +212,90 @@ class _Settings:
     night_offset: float | None
 
 
+class _NoImage(Exception):
+    """A readable FITS file without a 2-D image HDU; the message says what it holds."""
+
+
+def _data_bytes(hdu: Any) -> int:
+    """Bytes the header of an uncompressed HDU promises after it (without padding)."""
+    header = hdu.header
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    count = 1
+    for k in range(1, naxis + 1):
+        count *= int(header.get(f"NAXIS{k}", 0))
+    count = int(header.get("GCOUNT", 1)) * (int(header.get("PCOUNT", 0)) + count)
+    return abs(int(header.get("BITPIX", 8))) // 8 * count
+
+
+def _check_length(path: str, index: int, hdu: Any, size: int) -> None:
+    info = hdu.fileinfo()
+    if isinstance(hdu, fits.CompImageHDU):
+        needed = info["datLoc"] + max(0, info["datSpan"] - 2879)  # the table, less at most its padding
+    else:
+        needed = info["datLoc"] + _data_bytes(hdu)
+    if needed > size:
+        raise FitsFileError(
+            f"{path}: truncated: HDU {index} needs {needed} bytes, the file holds {size}; the copy is "
+            "incomplete: copy the file again or leave it out"
+        )
+
+
 def _rows_for_file(path: str, settings: _Settings) -> list[dict[str, Any]]:
     rows = []
     stat = os.stat(path)
-    with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
-        for index, hdu in enumerate(hdul):
-            header = hdu.header
-            naxis = int(header.get("ZNAXIS", header.get("NAXIS", 0))) if isinstance(hdu, fits.CompImageHDU) \
-                else int(header.get("NAXIS", 0))
-            if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and not isinstance(hdu, fits.CompImageHDU):
-                continue
-            if naxis < 2:
-                continue
-            if naxis > 2 and any(int(header.get(f"NAXIS{k}", 1)) != 1 for k in range(3, naxis + 1)):
-                continue  # data cubes are not CCD frames
-            nx, ny = int(header["NAXIS1"]), int(header["NAXIS2"])
-            merged = header
-            if index > 0:
-                # extensions inherit keywords such as IMAGETYP or DATE-OBS from the primary header
-                merged = hdul[0].header.copy()
-                merged.update({k: v for k, v in header.items() if k not in ("", "COMMENT", "HISTORY")})
-            rows.append(_normalise(path, index, hdu, merged, nx, ny, stat, settings))
+    if stat.st_size == 0:
+        raise FitsFileError(f"{path}: empty file (0 bytes); copy it again or leave it out")
+    found: list[str] = []
+    with warnings.catch_warnings():
+        # astropy warns about short files; the length check below turns that into a clear error
+        warnings.filterwarnings("ignore", message=".*may have been truncated.*")
+        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            for index, hdu in enumerate(hdul):
+                _check_length(path, index, hdu, stat.st_size)
+                header = hdu.header
+                naxis = int(header.get("ZNAXIS", header.get("NAXIS", 0))) if isinstance(hdu, fits.CompImageHDU) \
+                    else int(header.get("NAXIS", 0))
+                if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU)) and not isinstance(hdu, fits.CompImageHDU):
+                    found.append(f"HDU {index}: table")
+                    continue
+                axes = [int(header.get(f"NAXIS{k}", 1)) for k in range(1, naxis + 1)]
+                if naxis < 2:
+                    found.append(f"HDU {index}: " + ("header only (NAXIS=0)" if naxis == 0 else f"NAXIS={naxis}, {axes[0]} values"))
+                    continue
+                if naxis > 2 and any(n != 1 for n in axes[2:]):
+                    # data cubes are not CCD frames
+                    found.append(f"HDU {index}: NAXIS={naxis} cube {' x '.join(map(str, reversed(axes)))}")
+                    continue
+                nx, ny = axes[0], axes[1]
+                merged = header
+                if index > 0:
+                    # extensions inherit keywords such as IMAGETYP or DATE-OBS from the primary header
+                    merged = hdul[0].header.copy()
+                    merged.update({k: v for k, v in header.items() if k not in ("", "COMMENT", "HISTORY")})
+                row = _normalise(path, index, hdu, merged, nx, ny, stat, settings)
+                row["_header_token"] = _header_token(merged)
+                rows.append(row)
+    if not rows:
+        raise _NoImage("no 2-D image HDU (" + "; ".join(found or ["no HDU"]) + ")")
     return rows
+
+
+_VOLATILE = ("CHECKSUM", "DATASUM", "ZHECKSUM", "ZDATASUM", "COMMENT", "HISTORY", "")
+
+
+def _header_token(header: fits.Header) -> str:
+    """Identity of a header's content: equal for copies of one exposure (also fpacked)."""
+    import hashlib
+
+    cards = [(k, str(v)) for k, v in header.items()
+             if k not in _VOLATILE and k not in _STRUCTURAL and not re.fullmatch(r"NAXIS\d+", k)]
+    return hashlib.sha1(repr(cards).encode()).hexdigest()
+
+
+_STRUCTURAL = ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "BZERO", "BSCALE",
+               "BLANK", "EXTNAME", "EXTVER")
 
 
 def _pixel_dtype(hdu: Any) -> str:
@@ -272,6 +335,8 @@ def _normalise(path: str, index: int, hdu: Any, header: fits.Header, nx: int, ny
     raw_type = _keyword_value(header, kw["imagetyp"])
     imagetyp, reason = _classify(raw_type, obj, exptime, settings.classes, settings.standards)
     moment = _parse_datetime(header, kw)
+    raw_date = _keyword_value(header, kw["date_obs"])
+    raw_exptime = _keyword_value(header, kw["exptime"])
     longitude = _as_float(_keyword_value(header, kw["longitude"]))
     filt = str(_keyword_value(header, kw["filter"]) or "").strip()
     section = {k: str(_keyword_value(header, kw[k]) or "").strip() for k in ("biassec", "trimsec", "datasec")}
@@ -306,6 +371,9 @@ def _normalise(path: str, index: int, hdu: Any, header: fits.Header, nx: int, ny
     }
     for key in settings.extra:
         row[_extra_column(key, row)] = header.get(key.upper())
+    row["_date_raw"] = raw_date if moment is None else None
+    row["_exptime_raw"] = raw_exptime
+    row["_procsoft"] = str(header.get("PROCSOFT", ""))
     return row
 
 
@@ -315,22 +383,36 @@ def _extra_column(key: str, normalised: Mapping[str, Any]) -> str:
     return f"{name}_raw" if name in normalised else name
 
 
-def _expand(source: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool) -> list[str]:
+def _expand(
+    source: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """FITS paths to read, and (path, reason) for FITS-named entries that cannot be files."""
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     paths: list[str] = []
+    skipped: list[tuple[str, str]] = []
+
+    def consider(candidate: str) -> None:
+        if os.path.islink(candidate) and not os.path.exists(candidate):
+            skipped.append((candidate, f"broken symbolic link to {os.readlink(candidate)}; fix or remove the link"))
+        elif os.path.isfile(candidate):
+            paths.append(candidate)
+        elif not os.path.isdir(candidate):
+            skipped.append((candidate, "not a regular file (a pipe, socket or device)"))
+
     for item in items:
         text = os.fspath(item)
         if os.path.isdir(text):
             pattern = "**/*" if recursive else "*"
             for candidate in sorted(Path(text).glob(pattern)):
                 name = candidate.name.lower()
-                if candidate.is_file() and name.endswith(FITS_SUFFIXES) and not name.startswith("."):
-                    paths.append(str(candidate))
+                if name.endswith(FITS_SUFFIXES) and not name.startswith("."):
+                    consider(str(candidate))
         elif any(ch in text for ch in "*?["):
-            paths.extend(sorted(p for p in _glob.glob(text, recursive=True) if os.path.isfile(p)))
+            for candidate in sorted(_glob.glob(text, recursive=True)):
+                consider(candidate)
         else:
             paths.append(text)
-    return paths
+    return paths, skipped
 
 
 def scan(
@@ -343,6 +425,7 @@ def scan(
     night_offset: float | None = None,
     recursive: bool = True,
     on_error: Literal["skip", "raise"] = "skip",
+    check: Literal["none", "headers", "pixels"] = "none",
 ) -> pd.DataFrame:
     """Read the headers of FITS files into a table, one row per image HDU.
 
@@ -371,8 +454,21 @@ def scan(
     recursive : bool
         Search directories recursively.
     on_error : {"skip", "raise"}
-        Unreadable or non-FITS files are listed in ``table.attrs["skipped"]`` with the
-        reason ("skip"), or raise :class:`~daskred.errors.FitsFileError`.
+        Unusable files (unreadable, truncated, not FITS, no 2-D image, broken links, and
+        the frames ``check`` rejects) are listed in ``table.attrs["skipped"]`` with a
+        one-line reason ("skip"), or raise an error naming the file ("raise").
+    check : {"none", "headers", "pixels"}
+        How far to vet frames for a reduction.  ``"none"`` lists every 2-D image.
+        ``"headers"`` also rejects, for frames of a known type: a date keyword that is
+        present but cannot be parsed (frames without any date are kept, night ``""``); a
+        missing, non-numeric or negative exposure time on darks, flats and science
+        frames; files holding several image HDUs (mosaics); files written by daskred
+        (``PROCSOFT`` card, e.g. an earlier run's output inside the input folder); and
+        duplicates (same header and pixels under another name: the first path in sorted
+        order is kept).  ``"pixels"`` also reads a few rows of every frame and rejects
+        frames whose sampled pixels are all NaN/inf, all equal (a failed readout, an
+        all-zero flat), mostly saturated (median at or above ``SATURATE``), and flats
+        whose level is not positive.
 
     Returns
     -------
@@ -380,11 +476,21 @@ def scan(
         Columns ``path, hdu, extname, ny, nx, shape, dtype, compressed, imagetyp,
         imagetyp_raw, classified_by, filter, exptime, date_obs, night, object, binning,
         gain, rdnoise, saturate, airmass, ra, dec, biassec, trimsec, datasec, size, mtime``
-        plus the ``extra`` keywords.  ``attrs["skipped"]`` lists ``(path, reason)``.
+        plus the ``extra`` keywords, sorted by path and HDU whatever the order of
+        ``source``.  ``attrs["skipped"]`` lists ``(path, reason)``.
+
+    Raises
+    ------
+    FitsFileError
+        With ``on_error="raise"``, for an unreadable, truncated or unusable file.
+    HeaderError
+        With ``on_error="raise"``, for a header value ``check`` rejects.
 
     Notes
     -----
-    Reads headers only; pixel data are never touched.  ``filter`` is left empty for
+    Reads headers only (and the declared file length, so truncated files are caught);
+    pixel data are touched only with ``check="pixels"`` (a few rows per frame) and to
+    confirm duplicates (files with identical headers).  ``filter`` is left empty for
     bias and dark frames, whose filter position does not matter.  A zero-second dark is
     classified as a bias; a light/object frame whose OBJECT says "flat" (or "bias",
     "dark") is classified by its OBJECT; ``classified_by`` says why.
@@ -409,24 +515,40 @@ def scan(
         mapping[str(value).strip().lower()] = cls
     settings = _Settings(merged, mapping, tuple(standards), tuple(extra), night_offset)
 
+    if check not in ("none", "headers", "pixels"):
+        raise ConfigError(f"check must be 'none', 'headers' or 'pixels', got {check!r}")
+
     rows: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    paths = _expand(source, recursive)
+    paths, skipped = _expand(source, recursive)
+    if skipped and on_error == "raise":
+        path, reason = skipped[0]
+        raise FitsFileError(f"{path}: {reason}")
     for path in paths:
         try:
             found = _rows_for_file(path, settings)
+        except FitsFileError as err:
+            if on_error == "raise":
+                raise
+            skipped.append((path, str(err).removeprefix(f"{path}: ")))
+            continue
+        except _NoImage as err:
+            if on_error == "raise":
+                raise FitsFileError(f"{path}: {err}; pass an image file") from err
+            skipped.append((path, str(err)))
+            continue
         except (OSError, ValueError, TypeError, KeyError, IndexError) as err:
-            reason = f"cannot read FITS header ({type(err).__name__}: {err})"
+            if "SIMPLE card" in str(err):
+                reason = "not a FITS file (it does not start with a SIMPLE card)"
+            else:
+                reason = f"cannot read FITS header ({type(err).__name__}: {err})"
             if on_error == "raise":
                 raise FitsFileError(f"{path}: {reason}; check the file or leave it out") from err
             skipped.append((path, reason))
             continue
-        if not found:
-            reason = "no 2-D image HDU"
-            if on_error == "raise":
-                raise FitsFileError(f"{path}: {reason}; pass an image file")
-            skipped.append((path, reason))
         rows.extend(found)
+    rows.sort(key=lambda r: (r["path"], r["hdu"]))
+    if check != "none":
+        rows = _vet(rows, check, on_error, skipped)
     columns = [
         "path", "hdu", "extname", "ny", "nx", "shape", "dtype", "compressed", "data_offset",
         "bitpix", "bzero", "bscale", "blank", "imagetyp",
@@ -438,6 +560,131 @@ def scan(
     table = pd.DataFrame(rows, columns=columns)
     table.attrs["skipped"] = skipped
     return table
+
+
+# --------------------------------------------------------------------------- vetting
+def _vet(rows: list[dict[str, Any]], check: str, on_error: str,
+         skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Drop (or raise for) frames a reduction cannot use; see ``scan(check=...)``."""
+    images = pd.Series([r["path"] for r in rows]).value_counts()
+    kept: list[dict[str, Any]] = []
+    for row in rows:
+        problem = _header_problem(row, int(images[row["path"]]))
+        error: type[Exception] = HeaderError
+        if not problem and check == "pixels" and row["imagetyp"] != "unknown":
+            problem, error = _pixel_problem(row), FitsFileError
+        if problem:
+            _reject(row, problem, error, on_error, skipped)
+        else:
+            kept.append(row)
+    return _drop_duplicates(kept, on_error, skipped)
+
+
+def _reject(row: Mapping[str, Any], problem: str, error: type[Exception], on_error: str,
+            skipped: list[tuple[str, str]]) -> None:
+    where = row["path"] if row["hdu"] == 0 else f"{row['path']}[{row['hdu']}]"
+    if on_error == "raise":
+        raise error(f"{where}: {problem}")
+    if not any(p == row["path"] and r == problem for p, r in skipped):
+        skipped.append((row["path"], problem))
+
+
+def _header_problem(row: Mapping[str, Any], images_in_file: int) -> str:
+    if row["_procsoft"].lower().startswith("daskred"):
+        return (f"written by {row['_procsoft']} (a product, not a raw frame); keep outputs outside "
+                "the raw folder or remove them")
+    if images_in_file > 1:
+        return (f"holds {images_in_file} image HDUs (a mosaic or multi-amplifier readout); daskred reduces "
+                "single-image frames: split the extensions into files")
+    if row["imagetyp"] == "unknown":
+        return ""  # listed as such; the pipeline reports the classification reason
+    if row["_date_raw"] is not None:
+        return (f"DATE-OBS {row['_date_raw']!r} is not a date (expected YYYY-MM-DDThh:mm:ss), and no "
+                "MJD-OBS/JD to fall back on; fix the header")
+    if row["imagetyp"] in ("dark", "flat", "light", "standard"):
+        raw, value = row["_exptime_raw"], row["exptime"]
+        if raw is None:
+            return (f"no exposure time in the header of this {row['imagetyp']} frame (EXPTIME or "
+                    "EXPOSURE); add it, or map another keyword with keywords={'exptime': [...]}")
+        if not math.isfinite(value):
+            return f"exposure time {raw!r} is not a number; fix EXPTIME"
+        if value < 0 or (row["imagetyp"] == "dark" and value == 0):
+            return f"exposure time {value:g} s is not usable for a {row['imagetyp']} frame; fix EXPTIME"
+    return ""
+
+
+_SAMPLE_ROWS = 16
+
+
+def _sample(row: Mapping[str, Any]) -> np.ndarray:
+    """A few evenly spaced rows of one frame (float32, BZERO/BSCALE applied)."""
+    from .io import _read_band
+
+    ny = int(row["ny"])
+    layout = None if bool(row["compressed"]) or int(row["data_offset"]) < 0 else (
+        int(row["data_offset"]), int(row["bitpix"]), int(row["nx"]), float(row["bzero"]),
+        float(row["bscale"]), float(row["blank"]))
+    picks = np.unique(np.linspace(0, ny - 1, min(ny, _SAMPLE_ROWS)).round().astype(int))
+    return np.concatenate([_read_band(row["path"], int(row["hdu"]), int(y), int(y) + 1, layout)[0] for y in picks])
+
+
+def _pixel_problem(row: Mapping[str, Any]) -> str:
+    try:
+        pixels = _sample(row)
+    except FitsFileError as err:
+        return str(err).removeprefix(f"{row['path']}: ")
+    finite = pixels[np.isfinite(pixels)]
+    if finite.size == 0:
+        return "every sampled pixel is NaN or infinite; the frame holds no data"
+    median = float(np.median(finite))
+    saturate = float(row["saturate"])
+    if row["imagetyp"] != "bias" and math.isfinite(saturate) and median >= saturate:
+        return f"saturated: median {median:g} ADU is at or above SATURATE = {saturate:g} ADU"
+    if float(finite.min()) == float(finite.max()):
+        return f"every sampled pixel equals {median:g} ADU (a failed readout or blank frame)"
+    if row["imagetyp"] == "flat" and median <= 0:
+        return f"flat level {median:g} ADU is not positive; it cannot be normalised"
+    return ""
+
+
+def _fingerprint(row: Mapping[str, Any]) -> str:
+    import hashlib
+
+    from .io import _read_band
+
+    layout = None if bool(row["compressed"]) or int(row["data_offset"]) < 0 else (
+        int(row["data_offset"]), int(row["bitpix"]), int(row["nx"]), float(row["bzero"]),
+        float(row["bscale"]), float(row["blank"]))
+    pixels = _read_band(row["path"], int(row["hdu"]), 0, int(row["ny"]), layout)
+    return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def _drop_duplicates(rows: list[dict[str, Any]], on_error: str,
+                     skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Keep the first (by path) of frames with the same header and the same pixels."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row["_header_token"], row["ny"], row["nx"]), []).append(i)
+    drop: set[int] = set()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        seen: dict[str, int] = {}
+        for i in members:
+            try:
+                token = _fingerprint(rows[i])
+            except FitsFileError as err:
+                _reject(rows[i], str(err).removeprefix(f"{rows[i]['path']}: "), FitsFileError, on_error, skipped)
+                drop.add(i)
+                continue
+            if token in seen:
+                first = rows[seen[token]]["path"]
+                _reject(rows[i], f"duplicate of {first} (same header and pixels); remove one copy",
+                        FitsFileError, on_error, skipped)
+                drop.add(i)
+            else:
+                seen[token] = i
+    return [row for i, row in enumerate(rows) if i not in drop]
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:

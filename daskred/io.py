@@ -27,7 +27,7 @@ import pandas as pd
 import xarray as xr
 from astropy.io import fits
 
-from .errors import ConfigError, FitsFileError, HeaderError, ShapeMismatchError
+from .errors import ConfigError, DaskredError, FitsFileError, HeaderError, ShapeMismatchError
 
 __all__ = [
     "parse_section",
@@ -116,7 +116,7 @@ def _read_band(
     try:
         if layout is None:
             with fits.open(path, memmap=False) as hdul:
-                out = np.asarray(hdul[hdu].section[y0:y1, :], dtype=np.float32)
+                out = np.array(hdul[hdu].section[y0:y1, :], dtype=np.float32)
         else:
             offset, bitpix, nx, bzero, bscale, blank = layout
             dtype = np.dtype(_BITPIX_DTYPE[bitpix])
@@ -135,6 +135,8 @@ def _read_band(
                 out += np.float32(bzero)
             if bitpix > 0 and not np.isnan(blank):
                 out[raw == int(blank)] = np.nan
+        if layout is None or layout[1] < 0:
+            out[np.isinf(out)] = np.nan  # an infinite value is no measurement: missing
     except FitsFileError:
         raise
     except (OSError, ValueError, TypeError, IndexError, KeyError) as err:
@@ -190,6 +192,13 @@ def _as_table(source: Any, hdu: int | str | None) -> pd.DataFrame:
         table = scan(paths, on_error="raise")
         if table.empty:
             raise FitsFileError(f"no FITS files found in {', '.join(map(str, paths[:3]))}; check the path or pattern")
+        # scan sorts by path; frames keep the order in which files were given
+        from .collection import _expand
+
+        given, _ = _expand(paths, True)
+        rank = {p: i for i, p in reversed(list(enumerate(given)))}
+        table = table.assign(_rank=table["path"].map(rank)).sort_values(["_rank", "hdu"], kind="stable")
+        table = table.drop(columns="_rank")
     if "path" not in table.columns or "hdu" not in table.columns:
         raise ConfigError(
             "open_frames needs a table with 'path' and 'hdu' columns, as returned by daskred.scan()"
@@ -266,7 +275,8 @@ def open_frames(
     xarray.DataArray
         Dims ``("frame", "y", "x")``, float32, dask-backed with chunks ``(1, band, nx)``.
         Header values are lowercase ``frame`` coordinates (``path``, ``imagetyp``,
-        ``filter``, ``exptime``, ``night`` ...); missing pixels (BLANK) are NaN.
+        ``filter``, ``exptime``, ``night`` ...); missing pixels (BLANK) and infinities
+        are NaN.
 
     Raises
     ------
@@ -325,6 +335,25 @@ def open_frames(
 
 
 # --------------------------------------------------------------------------- writing
+def _version() -> str:
+    from . import __version__
+
+    return str(__version__)
+
+
+def _write_error(path: Path, err: OSError) -> FitsFileError:
+    """A one-line error for a failed write (disk full, quota, permissions), naming the file."""
+    import errno
+
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space or write the outputs elsewhere (--out / --cache)"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to"
+    else:
+        fix = "check the output folder"
+    return FitsFileError(f"{path}: cannot write ({err.strerror or err}); {fix}; nothing was left under that name")
+
+
 def _input_paths(obj: xr.DataArray | xr.Dataset) -> set[str]:
     paths: set[str] = set()
     if "path" in obj.coords:
@@ -408,6 +437,12 @@ def to_fits(
     pathlib.Path
         The path written.
 
+    Raises
+    ------
+    FitsFileError
+        ``path`` is an input of ``obj`` or exists (without ``overwrite``), or the write
+        failed (disk full, no permission); nothing is then left under ``path``.
+
     Notes
     -----
     Computes.  The data are streamed block by block into a memory-mapped file with
@@ -417,7 +452,10 @@ def to_fits(
     """
     path = Path(path)
     _check_target(path, _input_paths(obj), overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(path, err) from err
     primary_cards = _clean(_fits_header_cards(header))
     if "ncombine" in obj.attrs and "NCOMBINE" not in primary_cards:
         primary_cards["NCOMBINE"] = (int(obj.attrs["ncombine"]), "number of frames combined")
@@ -429,6 +467,9 @@ def to_fits(
         primary_cards.add_history(f"input: {entry}")
     if "units" in obj.attrs and "BUNIT" not in primary_cards:
         primary_cards["BUNIT"] = str(obj.attrs["units"])
+    if "PROCSOFT" not in primary_cards:
+        # marks a product, so that scan(check=...) never takes it for a raw frame
+        primary_cards["PROCSOFT"] = (f"daskred {_version()}", "software that wrote this file")
 
     layout: list[tuple[fits.Header, Any, np.dtype]] = []
     for index, (name, plane) in enumerate(_planes(obj)):
@@ -450,8 +491,11 @@ def to_fits(
                 hdr["BUNIT"] = str(plane.attrs["units"])
         layout.append((hdr, plane.data, disk))
 
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    tmp.close()
+    try:
+        tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+        tmp.close()
+    except OSError as err:
+        raise _write_error(path, err) from err
     try:
         offsets = []
         with open(tmp.name, "wb") as fh:
@@ -462,6 +506,10 @@ def to_fits(
                 padded = -(-nbytes // 2880) * 2880
                 fh.truncate(fh.tell() + padded)
                 fh.seek(fh.tell() + padded)
+            fh.flush()
+            # reserve the blocks now: writing through a memory map into a sparse file on a full
+            # disk would kill the process (SIGBUS) instead of raising an error
+            os.posix_fallocate(fh.fileno(), 0, fh.tell())
         sources, targets = [], []
         for (hdr, data, disk), offset in zip(layout, offsets):
             target = _FileRegion(tmp.name, dtype=disk, offset=offset, shape=tuple(data.shape))
@@ -477,9 +525,11 @@ def to_fits(
                 t.flush()
         del targets
         os.replace(tmp.name, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp.name):
             os.unlink(tmp.name)
+        if isinstance(err, OSError) and not isinstance(err, DaskredError):
+            raise _write_error(path, err) from err
         raise
     return path
 
@@ -516,6 +566,12 @@ def to_zarr(
 ) -> Path:
     """Write a DataArray/Dataset to a Zarr store, atomically.
 
+    Raises
+    ------
+    FitsFileError
+        ``store`` exists (without ``overwrite``), or the write failed (disk full, no
+        permission); the temporary directory is then removed.
+
     Notes
     -----
     Computes.  Writes into a temporary sibling directory, then renames it into place.
@@ -533,8 +589,11 @@ def to_zarr(
         if coord.dtype == object:
             ds = ds.assign_coords({name: coord.astype(str)})
     ds.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in ds.attrs.items()}
-    store.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp"))
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise _write_error(store, err) from err
     try:
         with warnings.catch_warnings():
             # fixed-width strings (coordinates such as paths) have no final Zarr v3 spec yet
@@ -543,7 +602,9 @@ def to_zarr(
         if store.exists():
             shutil.rmtree(store)
         os.replace(tmp, store)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, DaskredError):
+            raise _write_error(store, err) from err
         raise
     return store

@@ -174,8 +174,9 @@ class PipelineConfig:
             for key in ("standards", "catalog", "bad_pixels"):
                 if key in values and isinstance(values[key], str) and base is not None and name != "collection":
                     values[key] = str((base / values[key]).resolve()) if values[key] else None
-            if "annulus" in values:
-                values["annulus"] = tuple(values["annulus"])
+            for key in ("annulus", "standards"):
+                if isinstance(values.get(key), list):
+                    values[key] = tuple(values[key])
             sections[name] = section_cls(**values)
         config = cls(**sections)
         config.validate()
@@ -634,6 +635,7 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
         })
 
     stack, cached = cache.checkpoint(key_s, build_stack)
+    stack = stack[["image", "coverage", "exposure"]]  # primary HDU first, then the maps
     record["cached"] &= cached
     first = cube.isel(frame=0)
     ref_path = str(first.coords["path"].values)
@@ -779,7 +781,7 @@ def reduce(
         with stages("scan") as record:
             col = config.collection
             table = scan(raws, keywords=col.keywords, classes=col.classes, standards=col.standards,
-                         night_offset=col.night_offset, on_error=on_error)
+                         night_offset=col.night_offset, on_error=on_error, check="pixels")
             report.inputs = int(len(table))
             report.skipped += [{"path": p, "reason": r} for p, r in table.attrs.get("skipped", [])]
             unknown = table[table.imagetyp == "unknown"]

@@ -93,8 +93,8 @@ def test_unreadable_files_are_skipped_with_reason(tmp_path):
     table = dr.scan(tmp_path)
     assert list(table["path"].str[-9:]) == ["good.fits"]
     reasons = dict(table.attrs["skipped"])
-    assert "cannot read FITS header" in reasons[str(tmp_path / "bad.fits")]
-    assert reasons[str(tmp_path / "table.fits")] == "no 2-D image HDU"
+    assert "not a FITS file" in reasons[str(tmp_path / "bad.fits")]
+    assert reasons[str(tmp_path / "table.fits")] == "no 2-D image HDU (HDU 0: header only (NAXIS=0); HDU 1: table)"
     with pytest.raises(FitsFileError, match="bad.fits"):
         dr.scan(tmp_path, on_error="raise")
 

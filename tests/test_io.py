@@ -141,11 +141,15 @@ def test_shape_mismatch_names_odd_file(tmp_path):
 def test_truncated_file_is_named(make_frames):
     paths, _ = make_frames(n=2, shape=(40, 50))
     size = os.path.getsize(paths[1])
+    frames = dr.open_frames(paths, chunks=10)
     with open(paths[1], "r+b") as fh:
         fh.truncate(size - 2880 * 2)
-    frames = dr.open_frames(paths, chunks=10)
+    # truncated after the graph was built: the read names the file
     with pytest.raises(FitsFileError, match=r"frame001\.fits.*truncated"):
         frames.values
+    # truncated before: the header's declared length gives it away without reading pixels
+    with pytest.raises(FitsFileError, match=r"frame001\.fits: truncated"):
+        dr.open_frames(paths, chunks=10)
 
 
 def test_missing_file_is_an_error(tmp_path):
