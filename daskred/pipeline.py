@@ -769,12 +769,12 @@ def reduce(
     its cache checkpoint.
     """
     config = config or PipelineConfig()
-    out = Path(out)
-    raws = [raw] if isinstance(raw, (str, os.PathLike)) else list(raw)
+    out = Path(out).absolute()  # cluster workers may run in another folder: graphs carry absolute paths
+    raws = [os.path.abspath(r) for r in ([raw] if isinstance(raw, (str, os.PathLike)) else list(raw))]
     started = time.perf_counter()
     report = Report(out=out, config=config.to_dict())
     stages = _Stages(report, verbose)
-    store = Cache(out / ".cache" if cache == "auto" else cache, version=__version__)
+    store = Cache(out / ".cache" if cache == "auto" else cache and Path(cache).absolute(), version=__version__)
     with use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                      scheduler=scheduler) as where:
         report.scheduler = where
