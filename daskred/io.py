@@ -266,7 +266,9 @@ def open_frames(
         image HDUs and ``source`` is not a table that already picks one row per HDU.
     chunks : int or mapping, optional
         Rows per band (``int`` or ``{"y": rows}``).  The default takes bands of about
-        2 MiB per frame (``dask.config`` key ``daskred.frame-chunk-bytes``), which suits
+        512 KiB per frame (``dask.config`` key ``daskred.frame-chunk-bytes``), fewer
+        when one band of every frame would not fit the combine budget (``daskred.block-bytes``,
+        at least 16 rows), which suits
         per-frame stages and keeps combine blocks small; :func:`daskred.combine` regroups
         bands of all frames without re-reading.
 
@@ -309,7 +311,10 @@ def open_frames(
         )
     ny, nx = int(common[0]), int(common[1])
     if chunks is None:
-        band = max(1, int(dask.config.get("daskred.frame-chunk-bytes", 2 * 2**20)) // (4 * nx))
+        # small enough that one band of every frame fits the combine budget (so combine only
+        # concatenates), large enough for per-frame stages with a halo
+        per_frame = max(1, int(dask.config.get("daskred.frame-chunk-bytes", 2**19)) // (4 * nx))
+        band = max(min(16, ny), min(per_frame, frame_band_height(len(table), nx, copies=2.5)))
     elif isinstance(chunks, Mapping):
         band = int(chunks.get("y", ny))
     else:

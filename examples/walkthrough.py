@@ -34,7 +34,7 @@ calibrated = dr.calibrate(
 
 # 4. cosmic rays (astroscrappy per block with a derived halo) and background
 clean = dr.detect_cosmics(calibrated)
-data = dr.subtract_background(clean["data"], mask=calibrated["mask"] | clean["mask"])
+data = dr.subtract_background(clean["data"], mask=calibrated["mask"] | clean["mask"], exclude_percentile=50.0)
 
 # 5. register on the first frame and stack
 transforms = dr.find_transforms(data, method="asterism", on_failure="skip")   # computes star lists
