@@ -109,6 +109,22 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .cache import Cache
+
+    store = Cache(args.directory, version=__version__)
+    if args.action == "clear":
+        removed = store.clear(args.stage or None)
+        print(f"removed {removed} entries from {args.directory}")
+        return 0
+    rows = store.entries()
+    for row in rows:
+        print(f"{row['stage']:<12} {row['bytes'] / 2**20:10.1f} MB  {row['key']}")
+    print(f"{len(rows)} entries, {sum(r['bytes'] for r in rows) / 2**20:.1f} MB in {args.directory}")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import main as bench_main
 
@@ -183,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the commented default configuration")
     p.add_argument("--default", action="store_true", help="(the default) print the default configuration")
     p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("cache", help="list or clear the stage checkpoints of a reduction")
+    p.add_argument("action", choices=["ls", "clear"])
+    p.add_argument("directory", help="cache folder (OUT/.cache by default for `daskred reduce`)")
+    p.add_argument("--stage", nargs="*", help="only these stages (masters, calibrated, cosmics, ...)")
+    p.set_defaults(func=_cmd_cache)
 
     p = sub.add_parser("bench", help="combine-strategy benchmark report")
     p.add_argument("rest", nargs=argparse.REMAINDER)
