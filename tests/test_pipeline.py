@@ -214,3 +214,16 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     assert err.strip().splitlines()[-1].startswith("daskred: error: no usable frames") and "Traceback" not in err
     assert cli_main(["config"]) == 0
     assert "[stack]" in capsys.readouterr().out
+
+
+def test_cache_cli_lists_and_clears_a_stage(reduced, capsys):
+    sim, config, _, out, _ = reduced
+    assert cli_main(["cache", "ls", str(out / ".cache")]) == 0
+    listing = capsys.readouterr().out
+    for stage in ("masters", "calibrated", "cosmics", "background", "stacks", "transforms", "zeropoints"):
+        assert stage in listing
+    assert cli_main(["cache", "clear", str(out / ".cache"), "--stage", "stacks"]) == 0
+    assert not list((out / ".cache").glob("stacks/*"))
+    report = dr.reduce(sim.raw_dir, out=out, config=config, verbose=False)
+    cached = {s["name"]: s["cached"] for s in report.stages}
+    assert not cached["stack"] and cached["background"]
