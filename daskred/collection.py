@@ -410,6 +410,8 @@ def _expand(
         elif any(ch in text for ch in "*?["):
             for candidate in sorted(_glob.glob(text, recursive=True)):
                 consider(candidate)
+        elif os.path.islink(text) and not os.path.exists(text):
+            consider(text)
         else:
             paths.append(text)
     return paths, skipped
