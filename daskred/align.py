@@ -32,6 +32,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from ._validate import check_choice
 from .errors import ConfigError, HeaderError, RegistrationError, ShapeMismatchError
 
 __all__ = ["find_transforms", "apply_transforms"]
@@ -55,11 +56,6 @@ _TABLE_COLUMNS = (
     "frame", "path", "status", "reason", "n_matches", "rms_px", "peak_snr",
     "dx", "dy", "rotation", "scale", "matrix",
 )
-
-
-def _check_choice(name: str, value: object, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not supported; use one of {', '.join(map(repr, allowed))}")
 
 
 def _check_cube(frames: object, name: str = "frames") -> None:
@@ -459,9 +455,9 @@ def find_transforms(
     >>> table[["path", "status", "dx", "dy", "rotation", "rms_px"]]  # doctest: +SKIP
     """
     _check_cube(frames)
-    _check_choice("method", method, _METHODS)
-    _check_choice("on_failure", on_failure, _ON_FAILURE)
-    _check_choice("model", model, _MODELS)
+    check_choice("method", method, _METHODS)
+    check_choice("on_failure", on_failure, _ON_FAILURE)
+    check_choice("model", model, _MODELS)
     for name, value in (("fwhm", fwhm), ("threshold", threshold), ("match_radius", match_radius),
                         ("max_rms", max_rms)):
         if not value > 0:
@@ -832,8 +828,8 @@ def apply_transforms(
     >>> stack = daskred.combine(aligned["data"], method="median")  # doctest: +SKIP
     """
     _check_cube(frames)
-    _check_choice("output_grid", output_grid, _OUTPUT_GRIDS)
-    _check_choice("interpolation", interpolation, tuple(_ORDERS))
+    check_choice("output_grid", output_grid, _OUTPUT_GRIDS)
+    check_choice("interpolation", interpolation, tuple(_ORDERS))
     if band is not None and (not isinstance(band, (int, np.integer)) or band < 1):
         raise ConfigError(f"band={band!r} must be a positive number of rows")
     kept, matrices, notes = _parse_transforms(transforms, frames)

@@ -30,6 +30,7 @@ from photutils.segmentation import detect_sources, detect_threshold
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.ndimage import zoom
 
+from ._validate import frame_cube
 from .errors import CalibrationError, ConfigError, ShapeMismatchError
 
 __all__ = ["estimate_background", "subtract_background"]
@@ -157,31 +158,6 @@ def _pair(name: str, value: Any, *, odd: bool = False) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def _as_cube(frames: xr.DataArray | xr.Dataset, mask: Any) -> tuple[xr.DataArray, Any, bool]:
-    """Return (frames as (frame, y, x), combined user/bad-pixel mask, input was 2-D)."""
-    if isinstance(frames, xr.Dataset):
-        if "data" not in frames:
-            raise ConfigError(f"a Dataset of frames needs a 'data' variable, got {list(frames)}")
-        if "mask" in frames:
-            bad = frames["mask"].astype(bool)
-            if mask is not None:
-                other = mask if isinstance(mask, xr.DataArray) else xr.DataArray(mask, dims=bad.dims[-np.ndim(mask):])
-                bad = bad | other
-            mask = bad
-        frames = frames["data"]
-    if not isinstance(frames, xr.DataArray):
-        raise TypeError(f"frames must be an xarray.DataArray or Dataset, got {type(frames).__name__}")
-    single = frames.dims == ("y", "x")
-    if single:
-        frames = frames.expand_dims("frame")
-    if frames.dims != ("frame", "y", "x"):
-        raise ShapeMismatchError(
-            f"frames must have dims ('frame', 'y', 'x') or ('y', 'x'), got {frames.dims}; "
-            "use .transpose('frame', 'y', 'x')"
-        )
-    return frames, mask, single
-
-
 def _mask_cube(mask: Any, frames: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> da.Array | None:
     if mask is None:
         return None
@@ -306,7 +282,7 @@ def estimate_background(
     >>> sky = dr.estimate_background(frames, box_size=64, filter_size=3)  # doctest: +SKIP
     >>> sky["background"], sky["rms"]                                      # doctest: +SKIP
     """
-    frames, mask, single = _as_cube(frames, mask)
+    frames, mask, single = frame_cube(frames, mask)
     if method not in get_args(Method):
         raise ConfigError(f"method={method!r} is not supported; choose one of {', '.join(map(repr, get_args(Method)))}")
     if statistic not in _ESTIMATORS:

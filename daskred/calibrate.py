@@ -37,6 +37,7 @@ import xarray as xr
 from astropy import units as u
 from dask.base import tokenize
 
+from ._validate import check_choice
 from .errors import CalibrationError, ConfigError, FitsFileError, HeaderError, ShapeMismatchError
 from .io import parse_section
 
@@ -79,11 +80,6 @@ class _Planes:
     template: xr.DataArray  # the data variable as a (frame, y, x) DataArray
     squeeze: bool  # the input was a single (y, x) image
     dataset: bool  # the input was a Dataset
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, allowed))}")
 
 
 def _as_cube(arr: xr.DataArray, what: str) -> tuple[xr.DataArray, bool]:
@@ -424,9 +420,9 @@ def subtract_overscan(
     --------
     >>> frames = subtract_overscan(raw, section="[1388:1432,1:1370]", method="median")  # doctest: +SKIP
     """
-    _check_choice("overscan method", method, _OVERSCAN_METHODS)
-    _check_choice("overscan fit", fit, _OVERSCAN_FITS)
-    _check_choice("overscan axis", axis, _OVERSCAN_AXES)
+    check_choice("method", method, _OVERSCAN_METHODS)
+    check_choice("fit", fit, _OVERSCAN_FITS)
+    check_choice("axis", axis, _OVERSCAN_AXES)
     if not isinstance(order, numbers.Integral) or order < 0:
         raise ConfigError(f"order must be a non-negative integer, got {order!r}")
     planes = _unpack(frames)
@@ -748,7 +744,7 @@ def flat_correct(
     >>> science = flat_correct(science, master_flat, norm="median")  # doctest: +SKIP
     """
     if isinstance(norm, str):
-        _check_choice("flat norm", norm, _NORMS)
+        check_choice("norm", norm, _NORMS)
     elif not isinstance(norm, numbers.Real) or isinstance(norm, bool) or not norm > 0:
         raise ConfigError(f"norm must be 'mean', 'median' or a positive number, got {norm!r}")
     if min_value is not None and not isinstance(min_value, numbers.Real):
@@ -1160,7 +1156,7 @@ def calibrate(
     """
     if not isinstance(frames, xr.DataArray):
         raise ConfigError(f"frames must be an xarray DataArray of raw frames, got {type(frames).__name__}")
-    _check_choice("units", units, _UNITS)
+    check_choice("units", units, _UNITS)
     planes = _unpack(frames)
     notes: list[str] = []
 

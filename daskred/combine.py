@@ -25,6 +25,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ._validate import check_choice
 from .errors import ConfigError, ShapeMismatchError
 from .io import frame_band_height, parse_section
 
@@ -334,12 +335,6 @@ def _frame_statistic(block: np.ndarray, statistic: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_choice(name: str, value: Any, allowed: Sequence[Any]) -> None:
-    if value not in allowed:
-        shown = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{name}={value!r} is not supported; choose one of {shown}")
-
-
 def _per_frame(name: str, values: Any, nframes: int) -> np.ndarray:
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.shape != (nframes,):
@@ -380,7 +375,7 @@ def _scaling(
     if scale is None:
         scales: Any = ones
     elif isinstance(scale, str):
-        _check_choice("scale", scale, get_args(Scale))
+        check_choice("scale", scale, get_args(Scale))
         if scale == "exptime":
             if "exptime" not in frames.coords:
                 raise ConfigError("scale='exptime' needs an 'exptime' coordinate along frame (open the "
@@ -399,7 +394,7 @@ def _scaling(
     if zero is None:
         zeros: Any = zeros_
     elif isinstance(zero, str):
-        _check_choice("zero", zero, get_args(Zero))
+        check_choice("zero", zero, get_args(Zero))
         stat = _statistics(data, zero, section) * scales
         zeros = stat.mean() - stat
     else:
@@ -524,10 +519,10 @@ def combine(
     nframes = frames.sizes["frame"]
     if nframes == 0:
         raise ShapeMismatchError("combine received no frames")
-    _check_choice("method", method, get_args(Method))
-    _check_choice("clip", clip, (None, *get_args(Clip)))
-    _check_choice("cenfunc", cenfunc, get_args(CenFunc))
-    _check_choice("stdfunc", stdfunc, get_args(StdFunc))
+    check_choice("method", method, get_args(Method))
+    check_choice("clip", clip, (None, *get_args(Clip)))
+    check_choice("cenfunc", cenfunc, get_args(CenFunc))
+    check_choice("stdfunc", stdfunc, get_args(StdFunc))
     if weights is not None and method not in ("mean", "sum"):
         raise ConfigError(f"weights apply to method='mean' or 'sum', not {method!r}")
     if clip == "minmax" and (nlow < 0 or nhigh < 0):

@@ -18,6 +18,7 @@ import xarray as xr
 from dask.base import tokenize
 from threadpoolctl import threadpool_limits
 
+from ._validate import check_choice, frame_cube
 from .errors import ConfigError, HeaderError, ShapeMismatchError
 
 __all__ = ["detect_cosmics", "cosmics_halo"]
@@ -316,30 +317,10 @@ def detect_cosmics(
     >>> cr = dr.detect_cosmics(frames, gain=1.0, readnoise=5.0)  # doctest: +SKIP
     >>> cleaned, crmask = cr["data"], cr["mask"]                   # doctest: +SKIP
     """
-    if isinstance(frames, xr.Dataset):
-        # a calibrated Dataset: its bad-pixel mask joins the user's mask
-        if "data" not in frames:
-            raise ConfigError(f"a Dataset passed to detect_cosmics needs a 'data' variable, got {list(frames)}")
-        if "mask" in frames:
-            bad = frames["mask"].astype(bool)
-            if inmask is not None:
-                other = inmask if isinstance(inmask, xr.DataArray) else xr.DataArray(inmask, dims=bad.dims[-np.ndim(inmask):])
-                bad = bad | other
-            inmask = bad
-        frames = frames["data"]
-    if not isinstance(frames, xr.DataArray):
-        raise TypeError(f"frames must be an xarray.DataArray or Dataset, got {type(frames).__name__}")
-    single = frames.dims == ("y", "x")
-    if single:
-        frames = frames.expand_dims("frame")
-    if frames.dims != ("frame", "y", "x"):
-        raise ShapeMismatchError(
-            f"frames must have dims ('frame', 'y', 'x') or ('y', 'x'), got {frames.dims}; "
-            "use .transpose('frame', 'y', 'x')"
-        )
-    _check_choice("cleantype", cleantype, CleanType)
-    _check_choice("fsmode", fsmode, FineStructureMode)
-    _check_choice("psfmodel", psfmodel, PsfModel)
+    frames, inmask, single = frame_cube(frames, inmask)
+    check_choice("cleantype", cleantype, get_args(CleanType))
+    check_choice("fsmode", fsmode, get_args(FineStructureMode))
+    check_choice("psfmodel", psfmodel, get_args(PsfModel))
     for name, value in (("sigclip", sigclip), ("sigfrac", sigfrac), ("objlim", objlim),
                         ("psffwhm", psffwhm), ("psfbeta", psfbeta)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -451,7 +432,3 @@ def _mask_array(
     return values.rechunk(chunks)
 
 
-def _check_choice(name: str, value: Any, choices: Any) -> None:
-    allowed = get_args(choices)
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, allowed))}")

@@ -325,7 +325,7 @@ class Report:
 
     @property
     def text(self) -> str:
-        lines = [f"# daskred reduction report", "",
+        lines = ["# daskred reduction report", "",
                  f"{self.inputs} input frames, nights {', '.join(self.nights) or '-'}; "
                  f"{self.seconds:.1f} s, peak memory {self.peak_memory_mb:.0f} MB ({self.scheduler}).", ""]
         lines += ["## Stages", "", "| stage | seconds | cached |", "|---|---:|---|"]

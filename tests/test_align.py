@@ -254,7 +254,7 @@ def test_find_transforms_chunk_invariant(field):
 def test_find_transforms_errors(field):
     planes, _, _, _ = field
     frames = _cube(planes[:2])
-    with pytest.raises(ConfigError, match=r"method='sift' is not supported; use one of 'asterism', 'xcorr', 'wcs'"):
+    with pytest.raises(ConfigError, match=r"method='sift' is not supported; choose one of 'asterism', 'xcorr', 'wcs'"):
         find_transforms(frames, method="sift")
     with pytest.raises(ConfigError, match=r"on_failure='ignore'"):
         find_transforms(frames, on_failure="ignore")
