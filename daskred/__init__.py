@@ -6,64 +6,69 @@
 >>> master = dr.combine(frames, method="median")                # doctest: +SKIP
 >>> dr.to_fits(master, "bias.fits")                             # doctest: +SKIP
 >>> report = dr.reduce("raw/", out="reduced/")                  # doctest: +SKIP
+
+Stage modules are imported on first use, so ``import daskred`` stays quick and a worker
+that only combines never loads photutils or astroscrappy.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from . import errors
-from .align import apply_transforms, find_transforms
-from .astrometry import WcsSolution, repair_wcs_header, solve_wcs, write_wcs
-from .background import estimate_background, subtract_background
-from .calibrate import (
-    calibrate,
-    flat_correct,
-    gain_correct,
-    load_mask,
-    make_bad_pixel_mask,
-    make_variance,
-    mask_saturated,
-    subtract_bias,
-    subtract_dark,
-    subtract_overscan,
-    trim,
-)
-from .collection import scan
-from .combine import combine
-from .cosmics import cosmics_halo, detect_cosmics
-from .io import open_frames, parse_section, to_fits, to_zarr
-from .masters import Master, make_masters, select_master, write_masters
-from .photometry import (
-    ExtinctionFit,
-    PhotFlag,
-    ZeroPoint,
-    aperture_photometry,
-    fit_extinction,
-    read_standards,
-    set_photzp,
-    write_zeropoints,
-    zero_point,
-)
-from .pipeline import PipelineConfig, Report, reduce
-from .simulate import SimulatedDataset, simulate
-
-__all__ = [
-    "__version__",
-    "errors",
+#: public name -> module that defines it
+_EXPORTS = {
     # collection and I/O
-    "scan", "open_frames", "parse_section", "to_fits", "to_zarr",
+    "scan": "collection", "open_frames": "io", "parse_section": "io", "to_fits": "io", "to_zarr": "io",
     # combine
-    "combine",
+    "combine": "combine",
     # calibration
-    "subtract_overscan", "trim", "subtract_bias", "subtract_dark", "flat_correct", "gain_correct",
-    "make_variance", "mask_saturated", "make_bad_pixel_mask", "load_mask", "calibrate",
-    "Master", "make_masters", "select_master", "write_masters",
+    "subtract_overscan": "calibrate", "trim": "calibrate", "subtract_bias": "calibrate",
+    "subtract_dark": "calibrate", "flat_correct": "calibrate", "gain_correct": "calibrate",
+    "make_variance": "calibrate", "mask_saturated": "calibrate", "make_bad_pixel_mask": "calibrate",
+    "load_mask": "calibrate", "calibrate": "calibrate",
+    "Master": "masters", "make_masters": "masters", "select_master": "masters", "write_masters": "masters",
     # per-frame stages
-    "detect_cosmics", "cosmics_halo", "estimate_background", "subtract_background",
+    "detect_cosmics": "cosmics", "cosmics_halo": "cosmics",
+    "estimate_background": "background", "subtract_background": "background",
     # registration and astrometry
-    "find_transforms", "apply_transforms", "solve_wcs", "repair_wcs_header", "write_wcs", "WcsSolution",
+    "find_transforms": "align", "apply_transforms": "align",
+    "solve_wcs": "astrometry", "repair_wcs_header": "astrometry", "write_wcs": "astrometry",
+    "WcsSolution": "astrometry",
     # photometry
-    "aperture_photometry", "zero_point", "fit_extinction", "read_standards", "write_zeropoints",
-    "set_photzp", "PhotFlag", "ZeroPoint", "ExtinctionFit",
+    "aperture_photometry": "photometry", "zero_point": "photometry", "fit_extinction": "photometry",
+    "read_standards": "photometry", "write_zeropoints": "photometry", "set_photzp": "photometry",
+    "PhotFlag": "photometry", "ZeroPoint": "photometry", "ExtinctionFit": "photometry",
     # pipeline and data
-    "PipelineConfig", "Report", "reduce", "simulate", "SimulatedDataset",
-]
+    "PipelineConfig": "pipeline", "Report": "pipeline", "reduce": "pipeline",
+    "simulate": "simulate", "SimulatedDataset": "simulate",
+}
+_MODULES = ("errors", "collection", "io", "combine", "calibrate", "masters", "cosmics", "background",
+            "align", "astrometry", "photometry", "pipeline", "simulate", "cache", "cluster", "bench",
+            "plotting", "cli")
+
+__all__ = ["__version__", "errors", "bench", "plotting", *_EXPORTS]
+
+# Names shared by a function and its module are bound now: a lazy binding would be replaced
+# by the submodule as soon as any code imported ``daskred.combine`` (or ``.calibrate``,
+# ``.simulate``) directly.
+from .calibrate import calibrate  # noqa: E402, F401
+from .combine import combine  # noqa: E402, F401
+from .simulate import simulate  # noqa: E402, F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'daskred' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_MODULES))

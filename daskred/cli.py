@@ -125,12 +125,6 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
-
-    return bench_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daskred", description="Out-of-core, parallel CCD image reduction.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -206,14 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", nargs="*", help="only these stages (masters, calibrated, cosmics, ...)")
     p.set_defaults(func=_cmd_cache)
 
-    p = sub.add_parser("bench", help="combine-strategy benchmark report")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=_cmd_bench)
+    sub.add_parser("bench", help="combine-strategy benchmark report (daskred bench --help)", add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``daskred`` command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own options, passed through untouched
+        from .bench import main as bench_main
+
+        try:
+            return int(bench_main(argv[1:]) or 0)
+        except DaskredError as err:
+            print(f"daskred: error: {err}", file=sys.stderr)
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "combine" and args.hdu is not None and args.hdu.isdigit():
