@@ -608,8 +608,24 @@ def to_zarr(
             shutil.rmtree(store)
         os.replace(tmp, store)
     except BaseException as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         if isinstance(err, OSError) and not isinstance(err, DaskredError):
             raise _write_error(store, err) from err
         raise
     return store
+
+
+def _remove_tree(path: Path, *, attempts: int = 20) -> None:
+    """Remove a temporary store; again while chunk writes still in flight re-create parts of it.
+
+    When one write fails (disk full), tasks already running on other threads finish theirs
+    after the error reached us.
+    """
+    import shutil
+    import time
+
+    for _ in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        time.sleep(0.05)
+        if not path.exists():
+            return
