@@ -39,9 +39,11 @@ CenFunc = Literal["median", "mean"]
 StdFunc = Literal["std", "mad_std"]
 
 _MAD_TO_STD = 1.482602218505602  # 1 / Phi^-1(3/4), as astropy.stats.mad_std
-#: float32 copies of a block each rejection holds at once (sets the band height).
-_COPIES = {None: 2.5, "range": 3.0, "percentile": 4.0, "minmax": 6.0,
-           "sigma": 7.0, "mad": 7.0, "ccdclip": 7.0, "winsorized": 9.0}
+#: float32 copies of a block each rejection holds at once (sets the band height): the
+#: concatenated block, its pixel-major copy and the sorted copy (+2 when values are scaled
+#: into float64); winsorization also holds a float64 working copy.
+_COPIES = {None: 3.0, "range": 3.5, "percentile": 3.0, "minmax": 3.0,
+           "sigma": 3.0, "mad": 3.0, "ccdclip": 3.0, "winsorized": 6.5}
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,29 @@ def _clip_sorted(s, cen_median, spread_kind, lower, upper, maxiters, gain, rdnoi
 
 
 @numba.njit(nogil=True, cache=True)
+def _percentile_range(s, lo_out, hi_out, p_low, p_high):  # pragma: no cover - compiled
+    """Keep the values of each sorted row between its two percentiles (numpy's linear rule)."""
+    for p in range(s.shape[0]):
+        n = hi_out[p]
+        if n == 0:
+            continue
+        bounds = np.empty(2)
+        for j, q in enumerate((p_low, p_high)):
+            pos = q / 100.0 * (n - 1)
+            below = int(np.floor(pos))
+            above = min(below + 1, n - 1)
+            bounds[j] = s[p, below] + (pos - below) * (s[p, above] - s[p, below])
+        lo = 0
+        while lo < n and s[p, lo] < bounds[0]:
+            lo += 1
+        hi = n
+        while hi > lo and s[p, hi - 1] > bounds[1]:
+            hi -= 1
+        lo_out[p] = lo
+        hi_out[p] = hi
+
+
+@numba.njit(nogil=True, cache=True)
 def _reduce_sorted(s, lo, hi, code, out):  # pragma: no cover - compiled
     """Mean/sum/median/min/max of each sorted row's kept range ``s[p, lo:hi]`` (NaN if empty)."""
     for p in range(s.shape[0]):
@@ -203,24 +228,12 @@ def _reject(x: np.ndarray, rej: _Rejection) -> tuple[np.ndarray, np.ndarray]:
     n_low = np.zeros(x.shape[0], np.int32)
     n_high = np.zeros(x.shape[0], np.int32)
     clip = rej.clip
-    if clip in ("range", "percentile", "minmax"):
-        if clip == "range":
+    if clip == "range":
+        with np.errstate(invalid="ignore"):
             low, high = x < rej.low, x > rej.high
-        elif clip == "percentile":
-            with np.errstate(all="ignore"):
-                p = np.nanpercentile(x, rej.percentiles, axis=-1)
-            low, high = x < p[0][:, None], x > p[1][:, None]
-        else:
-            valid = ~np.isnan(x)
-            n = valid.sum(-1)
-            order = np.argsort(x, axis=-1, kind="stable")  # NaN sort last
-            rank = np.empty_like(order)
-            np.put_along_axis(rank, order, np.arange(x.shape[1])[None, :], axis=-1)
-            low = valid & (rank < rej.nlow)
-            high = valid & ~low & (rank >= (n - rej.nhigh)[:, None])
         x[low | high] = np.nan
         return low.sum(-1, dtype=np.int32), high.sum(-1, dtype=np.int32)
-    # Winsorized clipping (sigma, MAD and ccdclip go through _clip_sorted instead).  A pixel
+    # Winsorized clipping (the other iterative clips work on sorted rows, see _combine_block).  A pixel
     # whose values did not change in an iteration has converged (the same values give the same bounds), so later iterations
     # only revisit the pixels that changed: after the first pass that is a few per cent.
     active = np.arange(x.shape[0])
@@ -283,9 +296,10 @@ def _combine_block(
 ) -> np.ndarray:
     """Combine one ``(N, band, W)`` block; returns ``(k, band, W)`` float32 (k = 1 or 4).
 
-    ``scales``, ``zeros`` and ``weights`` arrive as ``(N, 1, 1)`` arrays.  Sigma, MAD and
-    CCD-noise clipping and unweighted reductions work on each pixel's sorted values (numpy's
-    vectorised sort, then :func:`_clip_sorted`); the other rejections mark values as NaN.
+    ``scales``, ``zeros`` and ``weights`` arrive as ``(N, 1, 1)`` arrays.  Every rejection
+    but ``range`` and ``winsorized`` keeps a contiguous range of each pixel's sorted values
+    (numpy's vectorised sort, then :func:`_clip_sorted` / :func:`_percentile_range`); those
+    two mark values as NaN.
     """
     nframes, rows, width = block.shape
     x = np.ascontiguousarray(block.reshape(nframes, -1).T)  # x[pixel, frame], a private copy
@@ -294,11 +308,16 @@ def _combine_block(
         x *= scales.reshape(-1)
         x += zeros.reshape(-1)
     clip = rejection.clip
-    if clip in (None, "sigma", "mad", "ccdclip"):
+    if clip in (None, "sigma", "mad", "ccdclip", "minmax", "percentile"):
         s = np.sort(x, axis=-1)  # NaN sort last
         n = np.count_nonzero(~np.isnan(s), axis=-1).astype(np.int64)
         lo, hi = np.zeros_like(n), n.copy()
-        if clip is not None:
+        if clip == "minmax":
+            lo = np.minimum(rejection.nlow, n)
+            hi = np.maximum(lo, n - rejection.nhigh)
+        elif clip == "percentile":
+            _percentile_range(s, lo, hi, *rejection.percentiles)
+        elif clip is not None:
             spread = {"sigma": _MAD if rejection.stdfunc == "mad_std" else _STD, "mad": _MAD, "ccdclip": _CCD}[clip]
             cen_median = clip == "mad" or rejection.cenfunc == "median"
             maxiters = np.iinfo(np.int64).max if np.isinf(rejection.maxiters) else int(rejection.maxiters)
@@ -554,7 +573,7 @@ def combine(
     if data.dtype != np.float32:
         data = data.astype(np.float32)
     ny, nx = data.shape[1:]
-    rows = band or frame_band_height(nframes, nx, copies=_COPIES[clip])
+    rows = band or frame_band_height(nframes, nx, copies=_COPIES[clip] + (2.0 if scaled else 0.0))
     in_rows = max(data.chunks[1])
     if band is None and in_rows <= rows:
         ychunks = data.chunks[1]  # keep the frames' bands: a pure concatenation along frame
