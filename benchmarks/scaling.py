@@ -137,7 +137,7 @@ def _read_zarr(store: Path) -> dict[str, Any]:
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     import numpy as np
 
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a)
 
 
 def _products(out: Path) -> dict[str, Any]:
