@@ -332,6 +332,8 @@ class _ClusterProgress:
         if counts is None:
             return
         line = self._line(counts)
+        if counts["given"] == self._start["given"] and counts["done"] == self._start["done"]:
+            return  # no task yet (or a block that computes nothing): nothing to show
         if self.tty:
             end = "\n" if final else ""
             print(f"\r{line:<{len(self._last_line)}}", end=end, file=self.out, flush=True)

@@ -380,6 +380,13 @@ def test_cluster_progress_counts_tasks_since_the_block_began():
     assert out.getvalue().splitlines()[-1] == "[daskred] stack: 60/60 tasks, 0 running, 2 workers, 1.00 GiB, 1 erred"
 
 
+def test_cluster_progress_is_silent_when_nothing_is_computed():
+    out = io.StringIO()
+    with _ClusterProgress(_FakeClient([_counts(40, 40)]), label="[daskred] scan", interval=0.1, out=out):
+        pass
+    assert out.getvalue() == ""
+
+
 def test_cluster_progress_never_fails_the_run():
     class Broken:
         def run_on_scheduler(self, function):
