@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         reference = result
                     identical &= _same(result, reference)
                     print(f"{n} worker(s), run {attempt}{' (warm-up)' if attempt == 0 else ''}: {seconds:.2f} s, "
-                          f"load {before[0]:.2f} -> {after[0]:.2f}, steal {steal}, busy {worker_busy}", file=sys.stderr, flush=True)
+                          f"load {before[0]:.2f} -> {after[0]:.2f}, steal {steal}, busy {worker_busy}",
+                          file=sys.stderr, flush=True)
                     if attempt > 0:
                         times.append(round(seconds, 3))
                         loads.append({"before": before, "after": after, "cpu_steal": steal})
