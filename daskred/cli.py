@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.hdu = int(args.hdu)
     try:
         return int(args.func(args) or 0)
-    except (DaskredError, FileNotFoundError, PermissionError) as err:
+    except (DaskredError, OSError) as err:  # OSError: disk full, permissions, missing paths
         if args.debug:
             raise
         print(f"daskred: error: {err}", file=sys.stderr)

@@ -40,7 +40,7 @@ from dask.base import tokenize
 
 from . import __version__
 from .cache import Cache, file_identity
-from .cluster import progress, use_cluster
+from .cluster import progress, track_memory, use_cluster
 from .collection import scan
 from .combine import combine
 from .errors import ConfigError, DaskredError, RegistrationError
@@ -328,8 +328,9 @@ class Report:
         lines = ["# daskred reduction report", "",
                  f"{self.inputs} input frames, nights {', '.join(self.nights) or '-'}; "
                  f"{self.seconds:.1f} s, peak memory {self.peak_memory_mb:.0f} MB ({self.scheduler}).", ""]
-        lines += ["## Stages", "", "| stage | seconds | cached |", "|---|---:|---|"]
-        lines += [f"| {s['name']} | {s['seconds']:.2f} | {'yes' if s['cached'] else 'no'} |" for s in self.stages]
+        lines += ["## Stages", "", "| stage | seconds | cached | peak memory of a worker (MiB) |", "|---|---:|---|---:|"]
+        lines += [f"| {s['name']} | {s['seconds']:.2f} | {'yes' if s['cached'] else 'no'} | "
+                  f"{s.get('peak_worker_mb', 0.0):.0f} |" for s in self.stages]
         lines += ["", "## Masters", ""]
         lines += [f"- {m['kind']} {m['night']} {m.get('filter') or ''} {m.get('exptime') or ''}: "
                   f"{m['path']} (NCOMBINE={m['ncombine']}{', from night ' + m['fallback_from'] if m.get('fallback_from') else ''})"
@@ -389,9 +390,10 @@ class _Stages:
     def __call__(self, name: str) -> Iterator[dict[str, Any]]:
         record = {"name": name, "seconds": 0.0, "cached": True}
         start = time.perf_counter()
-        with progress(f"[daskred] {name}" if self.verbose else "", enabled=self.verbose):
+        with progress(f"[daskred] {name}" if self.verbose else "", enabled=self.verbose), track_memory() as memory:
             yield record
         record["seconds"] = round(time.perf_counter() - start, 3)
+        record["peak_worker_mb"] = memory.peak_mb
         self.report.stages.append(record)
 
 
@@ -466,25 +468,27 @@ def _masters_stage(table: pd.DataFrame, config: PipelineConfig, cache: Cache, ou
                            darks=config.masters.darks, norm=config.masters.norm, combine_options=options)
     cached_all = True
     loaded = []
-    keys = {}
     for master in masters:
         key = cache.key("masters", master.kind, master.night, master.filter, master.exptime, master.binning,
                         master.shape, _identities(master.inputs), dataclasses.asdict(config.masters),
                         calib.overscan, calib.trim)
         ds, cached = cache.checkpoint(key, lambda m=master: m.data.rename("data").to_dataset())
         cached_all &= cached
-        loaded.append(dataclasses.replace(master, data=ds["data"]))
-        keys[id(loaded[-1])] = key
+        data = ds["data"]
+        data.attrs["cache_key"] = key  # calibrated frames are keyed by their masters' keys
+        loaded.append(dataclasses.replace(master, data=data))
+    setups = pd.Series([(m.night, m.binning, m.shape) for m in loaded]).drop_duplicates()
+    several = set(setups.map(lambda t: t[0])[setups.map(lambda t: t[0]).duplicated()])
     written = {}
     for master in loaded:
         if master.fallback_from:
             continue
-        path = out / "masters" / master.night / _master_filename(master)
-        _write_product(master.data, path, master.header, keys[id(master)])
-        written[(master.kind, master.night, master.filter, master.exptime)] = path
+        path = out / "masters" / master.night / _master_filename(master, with_setup=master.night in several)
+        _write_product(master.data, path, master.header, master.data.attrs["cache_key"])
+        written[(master.kind, master.night, master.binning, master.shape, master.filter, master.exptime)] = path
     for master in loaded:
         source_night = master.fallback_from or master.night
-        path = written.get((master.kind, source_night, master.filter, master.exptime))
+        path = written.get((master.kind, source_night, master.binning, master.shape, master.filter, master.exptime))
         report.masters.append({
             "path": str(path), "kind": master.kind, "night": master.night, "filter": master.filter,
             "exptime": master.exptime, "ncombine": len(master.inputs), "fallback_from": master.fallback_from,
@@ -493,18 +497,24 @@ def _masters_stage(table: pd.DataFrame, config: PipelineConfig, cache: Cache, ou
     return loaded
 
 
-def _master_filename(master: Any) -> str:
+def _master_filename(master: Any, *, with_setup: bool = False) -> str:
+    """``bias.fits``, ``dark_<t>s.fits``, ``flat_<filter>.fits``; ``_<binning>_<shape>`` is
+    appended when a night holds several readout setups."""
     if master.kind == "bias":
-        return "bias.fits"
-    if master.kind == "dark":
-        return "dark.fits" if master.exptime is None or math.isnan(master.exptime) else f"dark_{master.exptime:g}s.fits"
-    return f"flat_{_group_name(master.filter)}.fits"
+        stem = "bias"
+    elif master.kind == "dark":
+        stem = "dark" if master.exptime is None or math.isnan(master.exptime) else f"dark_{master.exptime:g}s"
+    else:
+        stem = f"flat_{_group_name(master.filter)}"
+    return f"{stem}_{master.binning}_{master.shape}.fits" if with_setup else f"{stem}.fits"
 
 
 def _timed(record: dict[str, Any], cache: Cache, key: str, build: Any) -> xr.Dataset:
     start = time.perf_counter()
-    ds, cached = cache.checkpoint(key, build)
+    with track_memory() as memory:
+        ds, cached = cache.checkpoint(key, build)
     record["seconds"] = round(record["seconds"] + time.perf_counter() - start, 3)
+    record["peak_worker_mb"] = max(record.get("peak_worker_mb", 0.0), memory.peak_mb)
     record["cached"] &= cached
     return ds
 
@@ -523,10 +533,12 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
         try:
             chosen[kind] = select_master(masters, first, kind=kind)
         except DaskredError:
+            if any(m.kind == kind for m in masters):
+                raise  # other setups have one: calibrating this group without it would be wrong
             chosen[kind] = None
     calib = config.calibrate
     ids = _identities(list(rows["path"]))
-    master_keys = [None if m is None else (m.kind, m.night, m.filter, m.exptime, m.data.data.name) for m in chosen.values()]
+    master_keys = [None if m is None else m.data.attrs["cache_key"] for m in chosen.values()]
     key_cal = cache.key("calibrated", ids, master_keys, dataclasses.asdict(calib))
 
     def build_calibrated() -> xr.Dataset:
@@ -568,7 +580,8 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
 
 
 def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: PipelineConfig, cache: Cache,
-                 out: Path, report: Report, record: dict[str, Any]) -> tuple[xr.Dataset, fits.Header, str]:
+                 out: Path, report: Report, record: dict[str, Any], *,
+                 suffix: str = "") -> tuple[xr.Dataset, fits.Header, str]:
     """Register, resample and combine one object/filter; returns (stack, header, cache key).
 
     The stack is written by the orchestrator once the zero points are known (PHOTZP).
@@ -655,7 +668,7 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
         header.update(wcs.to_header(relax=True))
     for p in paths:
         header.add_history(f"input: {p}")
-    path = out / "stacks" / f"{_group_name(obj)}_{_group_name(filt)}.fits"
+    path = out / "stacks" / f"{_group_name(obj)}_{_group_name(filt)}{suffix}.fits"
     report.stacks.append({"path": str(path), "object": obj, "filter": filt, "nframes": int(cube.sizes["frame"]),
                           "exptime": float(np.sum(exptime)), "nights": header["NIGHTS"].split(",")})
     return stack, header, key_s
@@ -776,14 +789,19 @@ def reduce(
     stages = _Stages(report, verbose)
     store = Cache(out / ".cache" if cache == "auto" else cache and Path(cache).absolute(), version=__version__)
     with use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                     scheduler=scheduler) as where:
+                     scheduler=scheduler, verbose=verbose) as where:
         report.scheduler = where
         with stages("scan") as record:
             col = config.collection
             table = scan(raws, keywords=col.keywords, classes=col.classes, standards=col.standards,
                          night_offset=col.night_offset, on_error=on_error, check="pixels")
+            # our own products (OUT inside a raw folder) are neither inputs nor worth a "skipped" line
+            ours = table["path"].map(lambda p: Path(p).resolve().is_relative_to(out.resolve()))
+            skipped = [(p, r) for p, r in table.attrs.get("skipped", [])
+                       if not Path(p).resolve().is_relative_to(out.resolve())]
+            table = table[~ours.astype(bool)] if len(table) else table
             report.inputs = int(len(table))
-            report.skipped += [{"path": p, "reason": r} for p, r in table.attrs.get("skipped", [])]
+            report.skipped += [{"path": p, "reason": r} for p, r in skipped]
             unknown = table[table.imagetyp == "unknown"]
             report.skipped += [{"path": p, "reason": r} for p, r in zip(unknown.path, unknown.classified_by)]
             table = table[table.imagetyp != "unknown"]
@@ -800,20 +818,29 @@ def reduce(
         with progress("[daskred] calibrate, cosmics, background" if verbose else "", enabled=verbose):
             for (night, filt, binning, shape, kind, obj), rows in science.groupby(
                     ["night", "filter", "binning", "shape", "imagetyp", "object"], sort=True):
-                ds = _reduce_group(rows, masters, config, store, times)
+                try:
+                    ds = _reduce_group(rows, masters, config, store, times)
+                except DaskredError as err:
+                    if on_error == "raise":
+                        raise
+                    report.skipped += [{"path": p, "reason": f"not reduced: {err}"} for p in rows["path"]]
+                    continue
                 if config.output.keep_calibrated:
                     _write_calibrated(ds, out, report)
                 if kind == "standard":
                     standards.append(ds)
                 else:
-                    reduced.setdefault((obj, filt), []).append(ds)
+                    reduced.setdefault((obj, filt, binning, shape), []).append(ds)
         report.stages += [times[name] for name in ("calibrate", "cosmics", "background")
                           if name == "calibrate" or getattr(config, name).enabled]
         pending = []
         with stages("stack") as record:
-            for (obj, filt), groups in sorted(reduced.items()):
+            setups = pd.Series([key[:2] for key in reduced])
+            for (obj, filt, binning, shape), groups in sorted(reduced.items()):
+                suffix = f"_{binning}_{shape}" if (setups == (obj, filt)).sum() > 1 else ""
                 try:
-                    pending.append(_stack_stage(groups, obj, filt, config, store, out, report, record))
+                    pending.append(_stack_stage(groups, obj, filt, config, store, out, report, record,
+                                                suffix=suffix))
                 except RegistrationError as err:
                     if on_error == "raise":
                         raise

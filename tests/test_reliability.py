@@ -334,13 +334,6 @@ def setup_corpus(work, dataset):
     return folder, build_setup_corpus(good, folder / "zz_other_setup")
 
 
-#: until reduce() skips a science group whose setup lacks masters that other setups have
-#: (see the pipeline diff in issue 10), such frames stop the run in skip mode too
-NEEDS_GROUP_SKIP = pytest.mark.xfail(
-    strict=True, reason="reduce() must skip science groups without masters of their setup (issue 10 diff)")
-
-
-@NEEDS_GROUP_SKIP
 def test_science_frames_without_calibrations_of_their_setup_are_skipped(setup_corpus, good_run, dataset, work):
     folder, files = setup_corpus
     _, _, config = dataset
@@ -356,7 +349,6 @@ def test_science_frames_without_calibrations_of_their_setup_are_skipped(setup_co
         assert same_pixels(ref[name], path), name
 
 
-@NEEDS_GROUP_SKIP
 @pytest.mark.parametrize("case", ["other_size"])  # "binned" takes the same path (time budget)
 def test_science_frames_without_calibrations_stop_strict_mode(case, setup_corpus, dataset, tmp_path):
     raw, _, config = dataset
