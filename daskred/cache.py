@@ -131,6 +131,7 @@ class Cache:
 
 def _open(store: Path) -> xr.Dataset:
     ds = xr.open_zarr(store, consolidated=False)
+    ds = ds.assign_coords({name: coord.load() for name, coord in ds.coords.items()})  # small header values
     for name, coord in ds.coords.items():
         if coord.dtype.kind == "U":
             ds = ds.assign_coords({name: coord.astype(object)})

@@ -590,6 +590,10 @@ def to_zarr(
         raise FitsFileError(f"{store} exists; pass overwrite=True to replace it")
     ds = obj.to_dataset(name=obj.name or "data") if isinstance(obj, xr.DataArray) else obj
     ds = ds.copy()
+    for variable in ds.variables.values():
+        # chunking comes from the dask graph; encodings inherited from a store read earlier
+        # (another chunking) would conflict with it
+        variable.encoding = {}
     for name, coord in ds.coords.items():
         if coord.dtype == object:
             ds = ds.assign_coords({name: coord.astype(str)})
