@@ -42,6 +42,21 @@ def lowell():
     return LOWELL
 
 
+def render_stars(shape, x, y, flux, rng, *, sigma, sky, noise) -> np.ndarray:
+    """Gaussian stars of exact total ``flux`` at (x, y) on a flat sky, plus Gaussian noise."""
+    ny, nx = shape
+    image = np.full(shape, float(sky))
+    half = int(np.ceil(5 * sigma))
+    for xi, yi, f in zip(x, y, flux):
+        x0, x1 = max(int(xi) - half, 0), min(int(xi) + half + 2, nx)
+        y0, y1 = max(int(yi) - half, 0), min(int(yi) + half + 2, ny)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        image[y0:y1, x0:x1] += f / (2 * np.pi * sigma**2) * np.exp(-((xx - xi) ** 2 + (yy - yi) ** 2) / (2 * sigma**2))
+    return (image + rng.normal(0.0, noise, shape)).astype(np.float32)
+
+
 def write_frames(folder: Path, cube: np.ndarray, *, headers=None, uint16: bool = False,
                  prefix: str = "frame") -> list[Path]:
     """Write each plane of ``cube`` as a FITS file; uint16 files use BZERO=32768."""

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -16,20 +14,12 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy import ndimage
 
+from conftest import raise_if_dask_computes, render_stars
 from daskred.align import apply_transforms, find_transforms
 from daskred.errors import ConfigError, RegistrationError, ShapeMismatchError
 
 SHAPE = (181, 243)  # odd, non-square
 CHUNKS = (1, 50, 100)  # does not divide the shape
-
-
-@contextlib.contextmanager
-def _raise_if_dask_computes():
-    def scheduler(dsk, keys, **kwargs):
-        raise AssertionError("a dask graph was computed where the code must stay lazy")
-
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def _similarity(dx: float, dy: float, rotation_deg: float = 0.0, scale: float = 1.0) -> np.ndarray:
@@ -48,18 +38,7 @@ def _corners(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _render(shape, xy, flux, rng, sigma=1.4, sky=100.0, noise=5.0) -> np.ndarray:
-    """Gaussian stars (exact flux ``flux``) on a flat sky with Gaussian noise."""
-    ny, nx = shape
-    image = np.full(shape, sky)
-    half = int(np.ceil(5 * sigma))
-    for (x, y), f in zip(xy, flux):
-        x0, x1 = max(int(x) - half, 0), min(int(x) + half + 2, nx)
-        y0, y1 = max(int(y) - half, 0), min(int(y) + half + 2, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        image[y0:y1, x0:x1] += f / (2 * np.pi * sigma**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
-    return (image + rng.normal(0.0, noise, shape)).astype(np.float32)
+    return render_stars(shape, xy[:, 0], xy[:, 1], flux, rng, sigma=sigma, sky=sky, noise=noise)
 
 
 def _star_field(truths, *, seed=0, n=150, pad=60, shape=SHAPE):
@@ -191,7 +170,7 @@ def test_wcs_method_from_wcs_objects_and_header_strings():
     systems = [_frame_wcs(m, ref) for m in TRUTHS]
     planes = np.zeros((len(TRUTHS), *SHAPE), np.float32)
     frames = _cube(planes)
-    with _raise_if_dask_computes():  # headers only: no pixel is read
+    with raise_if_dask_computes():  # headers only: no pixel is read
         table = find_transforms(frames, method="wcs", wcs=systems)
     for truth, row in zip(TRUTHS, table.itertuples()):
         assert row.status == "ok"
@@ -337,7 +316,7 @@ def test_output_grid_shapes_and_footprint_for_integer_shifts():
 def test_apply_transforms_is_lazy_and_deterministic(smooth):
     frames = _cube(smooth, chunks=(1, 23, 60))
     masks = xr.zeros_like(frames, dtype=bool)
-    with _raise_if_dask_computes():
+    with raise_if_dask_computes():
         ds = apply_transforms(frames, RMATS, output_grid="union", interpolation="bicubic", masks=masks)
         again = apply_transforms(frames, RMATS, output_grid="union", interpolation="bicubic", masks=masks)
     assert isinstance(ds["data"].data, da.Array) and isinstance(ds["mask"].data, da.Array)

@@ -13,6 +13,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
+from conftest import render_stars
 from daskred.astrometry import WcsSolution, repair_wcs_header, solve_wcs, write_wcs
 from daskred.errors import ConfigError, FitsFileError, HeaderError, RegistrationError, ShapeMismatchError
 
@@ -33,17 +34,7 @@ def _tan_wcs(ra, dec, scale_arcsec, rotation_deg, shape=SHAPE, crpix_offset=(3.3
 
 
 def _render(shape, x, y, flux, rng, sigma=1.3, sky=50.0, noise=3.0) -> np.ndarray:
-    ny, nx = shape
-    image = np.full(shape, sky)
-    half = int(np.ceil(5 * sigma))
-    for xi, yi, f in zip(x, y, flux):
-        x0, x1 = max(int(xi) - half, 0), min(int(xi) + half + 2, nx)
-        y0, y1 = max(int(yi) - half, 0), min(int(yi) + half + 2, ny)
-        if x0 >= x1 or y0 >= y1:
-            continue
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        image[y0:y1, x0:x1] += f / (2 * np.pi * sigma**2) * np.exp(-((xx - xi) ** 2 + (yy - yi) ** 2) / (2 * sigma**2))
-    return (image + rng.normal(0.0, noise, shape)).astype(np.float32)
+    return render_stars(shape, x, y, flux, rng, sigma=sigma, sky=sky, noise=noise)
 
 
 def _scene(true_wcs: WCS, *, seed=3, n=180):
