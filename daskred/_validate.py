@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -44,3 +45,30 @@ def frame_cube(frames: xr.DataArray | xr.Dataset, mask: Any = None) -> tuple[xr.
             "use .transpose('frame', 'y', 'x')"
         )
     return frames, mask, single
+
+
+def mask_cube(mask: Any, frames: xr.DataArray, chunks: tuple[tuple[int, ...], ...], *,
+              name: str = "mask") -> da.Array | None:
+    """A user mask (``(y, x)`` for every frame or ``(frame, y, x)``) as a dask bool cube."""
+    if mask is None:
+        return None
+    if isinstance(mask, xr.DataArray):
+        if mask.dims not in (("y", "x"), ("frame", "y", "x")):
+            raise ShapeMismatchError(f"{name} must have dims ('y', 'x') or ('frame', 'y', 'x'), got {mask.dims}")
+        values = mask.data
+    elif isinstance(mask, (np.ndarray, da.Array)):
+        values = mask
+    else:
+        raise TypeError(f"{name} must be a boolean DataArray or array, got {type(mask).__name__}")
+    if values.dtype != np.bool_:
+        raise ConfigError(f"{name} must be boolean (True = ignore the pixel), got dtype {values.dtype}")
+    if values.shape not in (frames.shape[1:], frames.shape):
+        raise ShapeMismatchError(
+            f"{name} has shape {values.shape}; expected {frames.shape[1:]} (one mask for every "
+            f"frame) or {frames.shape} (one per frame)"
+        )
+    if not isinstance(values, da.Array):
+        values = da.from_array(values, chunks=chunks[-values.ndim:])
+    if values.ndim == 2:
+        values = da.broadcast_to(values[None], frames.shape, chunks=chunks)
+    return values.rechunk(chunks)

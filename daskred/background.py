@@ -30,7 +30,7 @@ from photutils.segmentation import detect_sources, detect_threshold
 from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.ndimage import zoom
 
-from ._validate import frame_cube
+from ._validate import frame_cube, mask_cube
 from .errors import CalibrationError, ConfigError, ShapeMismatchError
 
 __all__ = ["estimate_background", "subtract_background"]
@@ -156,26 +156,6 @@ def _pair(name: str, value: Any, *, odd: bool = False) -> tuple[int, int]:
     if odd and not all(v % 2 == 1 for v in values):
         raise ConfigError(f"{name} must be odd along both axes, got {value!r}")
     return int(values[0]), int(values[1])
-
-
-def _mask_cube(mask: Any, frames: xr.DataArray, chunks: tuple[tuple[int, ...], ...]) -> da.Array | None:
-    if mask is None:
-        return None
-    values = mask.data if isinstance(mask, xr.DataArray) else mask
-    if isinstance(mask, xr.DataArray) and mask.dims not in (("y", "x"), ("frame", "y", "x")):
-        raise ShapeMismatchError(f"mask must have dims ('y', 'x') or ('frame', 'y', 'x'), got {mask.dims}")
-    if not hasattr(values, "dtype") or values.dtype != np.bool_:
-        raise ConfigError(f"mask must be boolean (True = ignore the pixel), got {getattr(values, 'dtype', type(values))}")
-    if values.shape not in (frames.shape[1:], frames.shape):
-        raise ShapeMismatchError(
-            f"mask has shape {values.shape}; expected {frames.shape[1:]} (one mask for every "
-            f"frame) or {frames.shape} (one per frame)"
-        )
-    if not isinstance(values, da.Array):
-        values = da.from_array(values, chunks=chunks[-values.ndim:])
-    if values.ndim == 2:
-        values = da.broadcast_to(values[None], frames.shape, chunks=chunks)
-    return values.rechunk(chunks)
 
 
 def _frame_labels(frames: xr.DataArray) -> np.ndarray:
@@ -313,7 +293,7 @@ def estimate_background(
         data = da.from_array(data, chunks=(1, ny, nx))
     whole = ((1,) * nframe, (ny,), (nx,))
     data_whole = data.rechunk(whole)
-    bad = _mask_cube(mask, frames, whole)
+    bad = mask_cube(mask, frames, whole)
     labels = da.from_array(_frame_labels(frames), chunks=1)
     token = tokenize(data, bad, method, options)
 

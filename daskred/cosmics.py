@@ -18,7 +18,7 @@ import xarray as xr
 from dask.base import tokenize
 from threadpoolctl import threadpool_limits
 
-from ._validate import check_choice, frame_cube
+from ._validate import check_choice, frame_cube, mask_cube
 from .errors import ConfigError, HeaderError, ShapeMismatchError
 
 __all__ = ["detect_cosmics", "cosmics_halo"]
@@ -354,7 +354,7 @@ def detect_cosmics(
     in_chunks = data.chunks
     if whole:
         data = data.rechunk(whole)
-    mask_arr = _mask_array(inmask, frames, data.chunks)
+    mask_arr = mask_cube(inmask, frames, data.chunks, name="inmask")
     # Merge blocks smaller than the halo with their neighbours (dask does the same in
     # map_overlap); the output is rechunked back to the input chunks at the end.
     data_o = da.overlap.overlap(data, depth=depth, boundary="none", allow_rechunk=True)
@@ -398,37 +398,3 @@ def _merged_chunks(data: da.Array, depth: dict[int, int]) -> tuple[tuple[int, ..
         da.overlap.ensure_minimum_chunksize(depth.get(i, 0), c) if depth.get(i, 0) else c
         for i, c in enumerate(data.chunks)
     )
-
-
-def _mask_array(
-    inmask: xr.DataArray | np.ndarray | None,
-    frames: xr.DataArray,
-    chunks: tuple[tuple[int, ...], ...],
-) -> da.Array | None:
-    """Validate the user mask and return it as a dask bool array shaped like the frames."""
-    if inmask is None:
-        return None
-    if isinstance(inmask, xr.DataArray):
-        if inmask.dims not in (("y", "x"), ("frame", "y", "x")):
-            raise ShapeMismatchError(
-                f"inmask must have dims ('y', 'x') or ('frame', 'y', 'x'), got {inmask.dims}"
-            )
-        values = inmask.data
-    elif isinstance(inmask, np.ndarray) or isinstance(inmask, da.Array):
-        values = inmask
-    else:
-        raise TypeError(f"inmask must be a boolean DataArray or array, got {type(inmask).__name__}")
-    if values.dtype != np.bool_:
-        raise ConfigError(f"inmask must be boolean (True = ignore the pixel), got dtype {values.dtype}")
-    if values.shape not in (frames.shape[1:], frames.shape):
-        raise ShapeMismatchError(
-            f"inmask has shape {values.shape}; expected {frames.shape[1:]} (one mask for "
-            f"every frame) or {frames.shape} (one per frame)"
-        )
-    if not isinstance(values, da.Array):
-        values = da.from_array(values, chunks=chunks[-values.ndim:])
-    if values.ndim == 2:
-        values = da.broadcast_to(values[None], frames.shape, chunks=chunks)
-    return values.rechunk(chunks)
-
-
