@@ -542,7 +542,9 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
     key_cal = cache.key("calibrated", ids, master_keys, dataclasses.asdict(calib))
 
     def build_calibrated() -> xr.Dataset:
-        frames = open_frames(rows)
+        # per-frame work: bands of ~4 MiB whatever the number of frames (open_frames' default
+        # shrinks bands as frames are added, which suits a combine, not calibration)
+        frames = open_frames(rows, chunks=max(16, (4 * 2**20) // (4 * int(rows["nx"].iloc[0]))))
         return calibrate(frames, bias=chosen["bias"], dark=chosen["dark"], flat=chosen["flat"],
                          overscan=calib.overscan or None, trim=calib.trim or None, norm=calib.norm,
                          gain=calib.gain, rdnoise=calib.rdnoise, bad_pixels=calib.bad_pixels)
