@@ -226,6 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"daskred: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - only dask's KilledWorker is turned into a message
+        if type(err).__name__ != "KilledWorker" or args.debug:
+            raise
+        print("daskred: error: a dask worker died repeatedly while running a task, most often by exceeding "
+              "its memory limit; give workers more memory (--memory-limit) or lower the block budget "
+              "(DASK_DASKRED__BLOCK_BYTES, default 32 MiB); completed stages are cached, re-run to resume",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("daskred: interrupted; outputs already written are complete, re-run to resume", file=sys.stderr)
         return 130

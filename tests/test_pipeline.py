@@ -227,3 +227,17 @@ def test_cache_cli_lists_and_clears_a_stage(reduced, capsys):
     report = dr.reduce(sim.raw_dir, out=out, config=config, verbose=False)
     cached = {s["name"]: s["cached"] for s in report.stages}
     assert not cached["stack"] and cached["background"]
+
+
+def test_cli_explains_a_worker_killed_for_memory(monkeypatch, tmp_path, capsys):
+    class KilledWorker(Exception):  # the name dask.distributed gives it
+        pass
+
+    def reduce(*args, **kwargs):
+        raise KilledWorker("task x on 4 workers")
+
+    monkeypatch.setattr(dr.pipeline, "reduce", reduce)
+    code = cli_main(["reduce", str(tmp_path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "exceeding its memory limit" in err and "--memory-limit" in err and "Traceback" not in err
