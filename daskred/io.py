@@ -607,7 +607,7 @@ def to_zarr(
         with warnings.catch_warnings():
             # fixed-width strings (coordinates such as paths) have no final Zarr v3 spec yet
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-            ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+            _write_in_batches(ds, tmp)
         if store.exists():
             shutil.rmtree(store)
         os.replace(tmp, store)
@@ -617,6 +617,35 @@ def to_zarr(
             raise _write_error(store, err) from err
         raise
     return store
+
+
+def _write_in_batches(ds: xr.Dataset, target: Path) -> None:
+    """Write a Dataset to a new Zarr store, a batch of frames at a time.
+
+    One ``to_zarr`` of a whole cube lets dask read every frame before the last output is
+    stored (the data, variance and mask of a frame share their reads), so memory would grow
+    with the number of frames.  Metadata and coordinates are written first, then each batch
+    of ``daskred.write-bytes`` (256 MiB) worth of frames is computed and stored into its region.
+    """
+    kwargs = dict(zarr_format=3, consolidated=False)
+    frame_vars = [n for n, v in ds.data_vars.items() if "frame" in v.dims and isinstance(v.data, da.Array)]
+    if "frame" not in ds.dims or not frame_vars:
+        ds.to_zarr(target, mode="w", **kwargs)
+        return
+    step = max(max(ds[n].data.chunks[ds[n].dims.index("frame")]) for n in frame_vars)
+    per_frame = sum(ds[n].dtype.itemsize * ds[n].size / ds.sizes["frame"] for n in frame_vars)
+    budget = int(dask.config.get("daskred.write-bytes", 256 * 2**20))
+    batch = max(1, int(budget // max(per_frame * step, 1))) * step
+    nframes = ds.sizes["frame"]
+    if nframes <= batch:
+        ds.to_zarr(target, mode="w", **kwargs)
+        return
+    ds = ds.assign_coords({name: coord.load() for name, coord in ds.coords.items()})
+    ds.to_zarr(target, mode="w", compute=False, **kwargs)
+    for start in range(0, nframes, batch):
+        region = slice(start, min(nframes, start + batch))
+        part = ds[frame_vars].isel(frame=region).drop_vars(list(ds.coords))
+        part.to_zarr(target, region={"frame": region}, **kwargs)
 
 
 def _remove_tree(path: Path, *, attempts: int = 20) -> None:

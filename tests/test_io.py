@@ -203,3 +203,18 @@ def test_to_zarr_roundtrip(make_frames, tmp_path):
     back = xr.open_zarr(store, consolidated=False)["data"]
     np.testing.assert_array_equal(back.values, cube)
     assert list(back.path.values) == [str(p) for p in paths]
+
+
+def test_to_zarr_in_batches_equals_one_write(make_frames, tmp_path):
+    import dask
+
+    paths, cube = make_frames(n=7, shape=(23, 19))
+    frames = dr.open_frames(paths, chunks=5)
+    ds = xr.Dataset({"data": frames, "mask": frames > 1000})
+    whole = dr.to_zarr(ds, tmp_path / "whole.zarr")
+    with dask.config.set({"daskred.write-bytes": 2 * 23 * 19 * 5}):  # two frames a batch
+        batched = dr.to_zarr(ds, tmp_path / "batched.zarr")
+    a, b = xr.open_zarr(whole, consolidated=False), xr.open_zarr(batched, consolidated=False)
+    np.testing.assert_array_equal(b["data"].values, cube)
+    np.testing.assert_array_equal(a["mask"].values, b["mask"].values)
+    assert list(b["path"].values) == [str(p) for p in paths]
