@@ -301,8 +301,17 @@ def _per_frame(
     return values
 
 
-def _column(values: np.ndarray) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64).reshape(-1, 1, 1)
+def _column(values: np.ndarray, like: Any = None) -> Any:
+    """Per-frame values as a ``(frame, 1, 1)`` column; chunked along frame like ``like``.
+
+    A numpy column times a 2-D master broadcast to ``(1, y, x)`` would put every frame in
+    one block (a whole cube per task); chunking the column like the frames keeps one frame
+    a task.
+    """
+    column = np.asarray(values, dtype=np.float64).reshape(-1, 1, 1)
+    if isinstance(like, da.Array):
+        return da.from_array(column, chunks=(like.chunks[0], 1, 1))
+    return column
 
 
 def _one_section(arr: xr.DataArray, section: str | None, coords: Sequence[str], what: str, option: str) -> str:
@@ -635,7 +644,7 @@ def subtract_dark(
                 "use scale=True or a dark of matching exposure"
             )
         ratio = np.ones_like(t_frames)
-    factor = _column(ratio)
+    factor = _column(ratio, like=planes.data)
     data = (planes.data - dark_data[None] * factor).astype(np.float32)
     variance = planes.variance
     if variance is not None and dark_var is not None:
