@@ -127,6 +127,16 @@ def _mad_sorted(buf, lo, hi, med):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True)
+def _keep_between(buf, lo, hi, bound_lo, bound_hi):  # pragma: no cover - compiled
+    """Shrink the sorted range ``buf[lo:hi]`` to the values within ``[bound_lo, bound_hi]``."""
+    while lo < hi and buf[lo] < bound_lo:
+        lo += 1
+    while hi > lo and buf[hi - 1] > bound_hi:
+        hi -= 1
+    return lo, hi
+
+
+@numba.njit(nogil=True, cache=True)
 def _clip_sorted(s, cen_median, spread_kind, lower, upper, maxiters, gain, rdnoise, snoise,
                  lo_out, hi_out):  # pragma: no cover - compiled
     """Iterative clipping of every row of ``s[pixel, frame]``, sorted with NaN last.
@@ -160,14 +170,7 @@ def _clip_sorted(s, cen_median, spread_kind, lower, upper, maxiters, gain, rdnoi
             else:
                 level = max(c, 0.0)
                 spread = np.sqrt((rdnoise / gain) ** 2 + level / gain + (snoise * level) ** 2)
-            bound_lo = c - lower * spread
-            bound_hi = c + upper * spread
-            new_lo = lo
-            while new_lo < hi and buf[new_lo] < bound_lo:
-                new_lo += 1
-            new_hi = hi
-            while new_hi > new_lo and buf[new_hi - 1] > bound_hi:
-                new_hi -= 1
+            new_lo, new_hi = _keep_between(buf, lo, hi, c - lower * spread, c + upper * spread)
             if new_lo == lo and new_hi == hi:
                 break
             lo = new_lo
@@ -189,14 +192,7 @@ def _percentile_range(s, lo_out, hi_out, p_low, p_high):  # pragma: no cover - c
             below = int(np.floor(pos))
             above = min(below + 1, n - 1)
             bounds[j] = s[p, below] + (pos - below) * (s[p, above] - s[p, below])
-        lo = 0
-        while lo < n and s[p, lo] < bounds[0]:
-            lo += 1
-        hi = n
-        while hi > lo and s[p, hi - 1] > bounds[1]:
-            hi -= 1
-        lo_out[p] = lo
-        hi_out[p] = hi
+        lo_out[p], hi_out[p] = _keep_between(s[p], 0, n, bounds[0], bounds[1])
 
 
 @numba.njit(nogil=True, cache=True)
