@@ -120,7 +120,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
         return 0
     rows = store.entries()
     for row in rows:
-        print(f"{row['stage']:<12} {row['bytes'] / 2**20:10.1f} MB  {row['key']}")
+        note = "" if row["complete"] else "  (interrupted write, rewritten by the next run)"
+        print(f"{row['stage']:<12} {row['bytes'] / 2**20:10.1f} MB  {row['key']}{note}")
     print(f"{len(rows)} entries, {sum(r['bytes'] for r in rows) / 2**20:.1f} MB in {args.directory}")
     return 0
 
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("raw", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--config")
-    p.add_argument("--cache", default="auto", help="checkpoint folder (default: OUT/.cache)")
+    p.add_argument("--cache", default="auto",
+                   help="checkpoint folder or fsspec URL such as s3://bucket/cache (default: OUT/.cache)")
     p.add_argument("--no-cache", action="store_true", help="compute every stage, store nothing")
     p.add_argument("--workers", type=int)
     p.add_argument("--threads-per-worker", type=int)
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cache", help="list or clear the stage checkpoints of a reduction")
     p.add_argument("action", choices=["ls", "clear"])
-    p.add_argument("directory", help="cache folder (OUT/.cache by default for `daskred reduce`)")
+    p.add_argument("directory", help="cache folder or URL (OUT/.cache by default for `daskred reduce`)")
     p.add_argument("--stage", nargs="*", help="only these stages (masters, calibrated, cosmics, ...)")
     p.set_defaults(func=_cmd_cache)
 

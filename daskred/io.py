@@ -563,51 +563,69 @@ class _FileRegion:
         """Blocks are flushed as they are written."""
 
 
+def is_url(location: str | os.PathLike) -> bool:
+    """True for an fsspec URL other than ``file://`` (``s3://bucket/x``, ``memory://x``)."""
+    text = os.fspath(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def local_path(location: str | os.PathLike) -> Path:
+    """A local path, given as a path or a ``file://`` URL."""
+    text = os.fspath(location)
+    return Path(text[len("file://"):] if text.startswith("file://") else text)
+
+
 def to_zarr(
     obj: xr.DataArray | xr.Dataset,
     store: str | os.PathLike,
     *,
     overwrite: bool = False,
-) -> Path:
-    """Write a DataArray/Dataset to a Zarr store, atomically.
+) -> Path | str:
+    """Write a DataArray/Dataset to a Zarr store, atomically on a filesystem.
+
+    Parameters
+    ----------
+    obj : DataArray or Dataset
+    store : path-like or str
+        A folder, or an fsspec URL (``s3://bucket/run/x.zarr``) where zarr can write.
+    overwrite : bool
+        Replace an existing store.
+
+    Returns
+    -------
+    Path or str
+        The store written (a URL stays a string).
 
     Raises
     ------
     FitsFileError
         ``store`` exists (without ``overwrite``), or the write failed (disk full, no
-        permission); the temporary directory is then removed.
+        permission); what was written is then removed.
 
     Notes
     -----
-    Computes.  Writes into a temporary sibling directory, then renames it into place.
-    Coordinates of object dtype (paths, filters) are stored as fixed-width strings.  The
-    store is Zarr format 3; open it with ``xr.open_zarr(store, consolidated=False)``.
+    Computes.  On a filesystem, writes into a temporary sibling directory, then renames it
+    into place.  Object stores have no rename: a URL store is written in place, so a
+    reader that must not trust a half-written store needs a marker written after this
+    returns (what :class:`daskred.cache.Cache` does).  Coordinates of object dtype (paths,
+    filters) are stored as fixed-width strings.  The store is Zarr format 3; open it with
+    ``xr.open_zarr(store, consolidated=False)``.
     """
     import shutil
 
-    store = Path(store)
+    ds = _zarr_ready(obj)
+    if is_url(store):
+        return _to_zarr_url(ds, os.fspath(store), overwrite=overwrite)
+    store = local_path(store)
     if store.exists() and not overwrite:
         raise FitsFileError(f"{store} exists; pass overwrite=True to replace it")
-    ds = obj.to_dataset(name=obj.name or "data") if isinstance(obj, xr.DataArray) else obj
-    ds = ds.copy()
-    for variable in ds.variables.values():
-        # chunking comes from the dask graph; encodings inherited from a store read earlier
-        # (another chunking) would conflict with it
-        variable.encoding = {}
-    for name, coord in ds.coords.items():
-        if coord.dtype == object:
-            ds = ds.assign_coords({name: coord.astype(str)})
-    ds.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in ds.attrs.items()}
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}.", suffix=".tmp"))
     except OSError as err:
         raise _write_error(store, err) from err
     try:
-        with warnings.catch_warnings():
-            # fixed-width strings (coordinates such as paths) have no final Zarr v3 spec yet
-            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-            _write_in_batches(ds, tmp)
+        _write_in_batches(ds, tmp)
         if store.exists():
             shutil.rmtree(store)
         os.replace(tmp, store)
@@ -619,7 +637,44 @@ def to_zarr(
     return store
 
 
-def _write_in_batches(ds: xr.Dataset, target: Path) -> None:
+def _to_zarr_url(ds: xr.Dataset, url: str, *, overwrite: bool) -> str:
+    """Write to an fsspec URL in place; a failed write removes what it wrote."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        if not overwrite:
+            raise FitsFileError(f"{url} exists; pass overwrite=True to replace it")
+        fs.rm(path, recursive=True)
+    try:
+        _write_in_batches(ds, url)
+    except BaseException as err:
+        try:
+            fs.rm(path, recursive=True)
+        except (OSError, FileNotFoundError):
+            pass
+        if isinstance(err, OSError) and not isinstance(err, DaskredError):
+            raise FitsFileError(f"{url}: cannot write ({err}); check the URL and your credentials") from err
+        raise
+    return url
+
+
+def _zarr_ready(obj: xr.DataArray | xr.Dataset) -> xr.Dataset:
+    """A Dataset that Zarr v3 stores as computed: no inherited encodings, string coordinates."""
+    ds = obj.to_dataset(name=obj.name or "data") if isinstance(obj, xr.DataArray) else obj
+    ds = ds.copy()
+    for variable in ds.variables.values():
+        # chunking comes from the dask graph; encodings inherited from a store read earlier
+        # (another chunking) would conflict with it
+        variable.encoding = {}
+    for name, coord in ds.coords.items():
+        if coord.dtype == object:
+            ds = ds.assign_coords({name: coord.astype(str)})
+    ds.attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in ds.attrs.items()}
+    return ds
+
+
+def _write_in_batches(ds: xr.Dataset, target: Path | str) -> None:
     """Write a Dataset to a new Zarr store, a batch of frames at a time.
 
     One ``to_zarr`` of a whole cube lets dask read every frame before the last output is
@@ -627,6 +682,13 @@ def _write_in_batches(ds: xr.Dataset, target: Path) -> None:
     with the number of frames.  Metadata and coordinates are written first, then each batch
     of ``daskred.write-bytes`` (256 MiB) worth of frames is computed and stored into its region.
     """
+    with warnings.catch_warnings():
+        # fixed-width strings (coordinates such as paths) have no final Zarr v3 spec yet
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        _write_batches(ds, target)
+
+
+def _write_batches(ds: xr.Dataset, target: Path | str) -> None:
     kwargs = dict(zarr_format=3, consolidated=False)
     frame_vars = [n for n, v in ds.data_vars.items() if "frame" in v.dims and isinstance(v.data, da.Array)]
     if "frame" not in ds.dims or not frame_vars:

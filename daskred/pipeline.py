@@ -768,7 +768,8 @@ def reduce(
     config : PipelineConfig, optional
         Settings; the defaults of ``daskred config``.
     cache : path-like, "auto" or None
-        Checkpoint folder; ``"auto"`` is ``OUT/.cache``; None disables caching.
+        Checkpoint folder or fsspec URL (``s3://bucket/cache``; see :mod:`daskred.cache`);
+        ``"auto"`` is ``OUT/.cache``; None disables caching.
     workers, threads_per_worker, memory_limit : optional
         Start a ``distributed.LocalCluster`` of that size for the run.
     scheduler : str, optional
@@ -795,7 +796,7 @@ def reduce(
     started = time.perf_counter()
     report = Report(out=out, config=config.to_dict())
     stages = _Stages(report, verbose)
-    store = Cache(out / ".cache" if cache == "auto" else cache and Path(cache).absolute(), version=__version__)
+    store = Cache(out / ".cache" if cache == "auto" else cache, version=__version__)
     with use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
                      scheduler=scheduler, verbose=verbose) as where:
         report.scheduler = where

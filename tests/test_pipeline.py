@@ -229,6 +229,36 @@ def test_cache_cli_lists_and_clears_a_stage(reduced, capsys):
     assert not cached["stack"] and cached["background"]
 
 
+def test_cache_at_an_fsspec_url(reduced, tmp_path, capsys):
+    """The cache on an object-store-like filesystem (no rename): same outputs, re-run cached."""
+    import uuid
+
+    import fsspec
+
+    sim, config, _, out, _ = reduced
+    url = f"memory://daskred-cache-{uuid.uuid4().hex}"
+    try:
+        first = dr.reduce(sim.raw_dir, out=tmp_path / "a", config=config, cache=url, verbose=False)
+        assert not any(s["cached"] for s in first.stages if s["name"] not in ("scan", "quicklook"))
+        assert not (tmp_path / "a" / ".cache").exists()
+        with fits.open(out / "stacks" / "SIMFIELD_V.fits") as a, fits.open(tmp_path / "a/stacks/SIMFIELD_V.fits") as b:
+            for ha, hb in zip(a, b):
+                np.testing.assert_array_equal(ha.data, hb.data)
+        second = dr.reduce(sim.raw_dir, out=tmp_path / "b", config=config, cache=url, verbose=False)
+        assert all(s["cached"] for s in second.stages if s["name"] not in ("scan", "quicklook")), second.stages
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b/photometry/zeropoints.csv"),
+                                      pd.read_csv(out / "photometry/zeropoints.csv"))
+        assert cli_main(["cache", "ls", url]) == 0
+        listing = capsys.readouterr().out
+        for stage in ("masters", "calibrated", "cosmics", "background", "stacks", "transforms", "zeropoints"):
+            assert stage in listing
+        assert "interrupted" not in listing
+    finally:
+        fs = fsspec.filesystem("memory")
+        if fs.exists(url[len("memory://"):]):
+            fs.rm(url[len("memory://"):], recursive=True)
+
+
 def test_cli_explains_a_worker_killed_for_memory(monkeypatch, tmp_path, capsys):
     class KilledWorker(Exception):  # the name dask.distributed gives it
         pass
