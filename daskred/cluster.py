@@ -103,6 +103,40 @@ def _check_sizes(workers: int | None, threads_per_worker: int | None) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+#: Smallest memory limit a local worker is started with.  A worker's own footprint (Python,
+#: numpy, astropy, photutils, numba kernels) is about 500 MiB before it holds any data, and
+#: dask pauses a worker at 80 % of its limit, so below this a worker pauses for ever.
+MIN_WORKER_MEMORY = 2**30
+
+
+def _check_memory_limit(memory_limit: str | float | None) -> None:
+    """Refuse a per-worker limit too small for a daskred worker to run at all."""
+    from dask.utils import format_bytes, parse_bytes
+
+    if memory_limit is None or memory_limit == "auto" or memory_limit == 0:
+        return
+    try:
+        if isinstance(memory_limit, str):
+            limit = parse_bytes(memory_limit)
+        elif isinstance(memory_limit, bool):
+            raise ValueError
+        else:
+            limit = float(memory_limit)
+            if 0 < limit <= 1:
+                import psutil
+
+                limit *= psutil.virtual_memory().total
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"memory_limit {memory_limit!r} is not a size; give e.g. '4GiB', bytes, "
+                          "or a fraction of the machine's memory such as 0.5") from err
+    if limit < MIN_WORKER_MEMORY:
+        raise ConfigError(
+            f"a memory limit of {format_bytes(limit)} per worker is too small: a daskred worker uses about "
+            f"500 MiB before it holds any data and dask pauses it at 80 % of its limit; give each worker at "
+            f"least {format_bytes(MIN_WORKER_MEMORY)} (--memory-limit 1GiB), or fewer workers more memory each"
+        )
+
+
 @contextlib.contextmanager
 def use_cluster(
     *,
@@ -125,7 +159,8 @@ def use_cluster(
         this option, as many workers as fit the cores).
     memory_limit : str or float, optional
         Memory limit of each local worker (``"4GB"``, bytes, or a fraction of the machine);
-        ``"auto"`` splits the machine's memory between the workers.
+        ``"auto"`` splits the machine's memory between the workers.  At least
+        :data:`MIN_WORKER_MEMORY` (1 GiB).
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``, ``tls://host:8786``); by default
         the ``DASK_SCHEDULER_ADDRESS`` environment variable or dask's ``scheduler-address``
@@ -146,8 +181,9 @@ def use_cluster(
     Raises
     ------
     ConfigError
-        Options that contradict each other, a ``tls://`` address without certificates, a
-        scheduler that cannot be reached or has no workers.
+        Options that contradict each other, a memory limit below 1 GiB per worker, a
+        ``tls://`` address without certificates, a scheduler that cannot be reached or has
+        no workers.
 
     Notes
     -----
@@ -164,6 +200,7 @@ def use_cluster(
     import dask
 
     _check_sizes(workers, threads_per_worker)
+    _check_memory_limit(memory_limit)
     local_options = workers is not None or threads_per_worker is not None or memory_limit is not None
     if scheduler and local_options:
         raise ConfigError(

@@ -238,6 +238,10 @@ def test_use_cluster_defaults_to_threads(monkeypatch):
     ({"workers": 1.5}, "workers must be a positive integer"),
     ({"threads_per_worker": -1}, "threads_per_worker must be a positive integer"),
     ({"workers": 2, "scheduler": "tcp://127.0.0.1:1"}, "drop the local options"),
+    ({"workers": 1, "memory_limit": "600MiB"}, r"600\.00 MiB per worker is too small.*--memory-limit 1GiB"),
+    ({"workers": 1, "memory_limit": 2**29}, r"512\.00 MiB per worker is too small"),
+    ({"workers": 1, "memory_limit": 1e-6}, "per worker is too small"),
+    ({"workers": 1, "memory_limit": "lots"}, "memory_limit 'lots' is not a size"),
 ])
 def test_use_cluster_rejects_contradictory_options(options, match):
     with pytest.raises(ConfigError, match=match), use_cluster(**options):
