@@ -25,6 +25,8 @@ import os
 import resource
 import time
 import tomllib
+import types
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,6 +86,9 @@ class CosmicsConfig:
     sigfrac: float = 0.3
     objlim: float = 5.0
     niter: int = 4
+    fsmode: Literal["median", "convolve"] = "median"
+    psfmodel: Literal["gauss", "moffat"] = "gauss"
+    psffwhm: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -207,23 +212,38 @@ class PipelineConfig:
         return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
 
     def validate(self) -> None:
-        checks = [
-            ("align.method", self.align.method, ("asterism", "xcorr", "wcs")),
-            ("align.output_grid", self.align.output_grid, ("reference", "union", "intersection")),
-            ("background.method", self.background.method, ("mesh", "global")),
-            ("stack.method", self.stack.method, ("median", "mean", "sum", "min", "max")),
-            ("photometry.radius_unit", self.photometry.radius_unit, ("pixel", "fwhm")),
-            ("masters.darks", self.masters.darks, ("per_exptime", "scalable")),
-        ]
-        for name, value, allowed in checks:
-            if value not in allowed:
-                raise ConfigError(f"{name} = {value!r} is not supported; choose one of {', '.join(allowed)}")
+        """Check every value against its field's type: choices, numbers, flags, paths."""
+        for section, section_cls in _SECTIONS.items():
+            hints = typing.get_type_hints(section_cls)
+            for f in dataclasses.fields(section_cls):
+                _check_value(f"{section}.{f.name}", getattr(getattr(self, section), f.name), hints[f.name])
         for key in ("standards",):
             path = getattr(self.photometry, key)
             if path and not Path(path).is_file():
                 raise ConfigError(f"[photometry] standards = {path!r}: file not found")
         if self.astrometry.catalog and not Path(self.astrometry.catalog).is_file():
             raise ConfigError(f"[astrometry] catalog = {self.astrometry.catalog!r}: file not found")
+
+
+def _check_value(name: str, value: Any, hint: Any) -> None:
+    """Raise a ConfigError when a config value does not fit its annotation."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} = {value!r} is not supported; choose one of {', '.join(map(str, args))}")
+        return
+    options = set(args) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    if value is None and type(None) in options:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if bool in options and not isinstance(value, bool):
+        raise ConfigError(f"{name} = {value!r} must be true or false")
+    if int in options and not (number and float(value).is_integer()):
+        raise ConfigError(f"{name} = {value!r} must be a whole number")
+    if float in options and not number:
+        raise ConfigError(f"{name} = {value!r} must be a number")
+    if str in options and not isinstance(value, str):
+        raise ConfigError(f"{name} = {value!r} must be a string")
 
 
 def default_config_text() -> str:
@@ -261,6 +281,9 @@ sigclip = 4.5
 sigfrac = 0.3
 objlim = 5.0
 niter = 4
+fsmode = "median"              # or "convolve": fine structure from a PSF of psffwhm pixels, which
+psfmodel = "gauss"             #   spares the cores of undersampled stars (FWHM < ~3 px) better
+psffwhm = 2.5                  #   (used with fsmode = "convolve"; psfmodel "gauss" or "moffat")
 
 [background]
 enabled = true
@@ -563,7 +586,9 @@ def _reduce_group(rows: pd.DataFrame, masters: list[Any], config: PipelineConfig
             rows = min(ny, max(8 * cosmics_halo(niter=cos.niter), (8 * 2**20) // (4 * nx)))
             ds = ds.chunk({"frame": 1, "y": rows})
             cleaned = detect_cosmics(ds, sigclip=cos.sigclip, sigfrac=cos.sigfrac, objlim=cos.objlim,
-                                     niter=cos.niter, gain=1.0 if ds.attrs.get("units") == "electron" else None)
+                                     niter=cos.niter, fsmode=cos.fsmode, psfmodel=cos.psfmodel,
+                                     psffwhm=cos.psffwhm,
+                                     gain=1.0 if ds.attrs.get("units") == "electron" else None)
             out = ds.copy()
             out["data"] = cleaned["data"]
             out["mask"] = ds["mask"] | cleaned["mask"]
