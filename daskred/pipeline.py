@@ -368,8 +368,10 @@ class Report:
                       f"{z['zp_err']:.3f} | {z['nstars']} |" for z in self.zeropoints]
         if self.extinction:
             lines += ["", "## Extinction", ""]
-            lines += [f"- {e['night']} {e['filter']}: zp0 = {e['zp0']:.3f} ± {e['zp0_err']:.3f}, "
-                      f"k = {e['k']:.3f} ± {e['k_err']:.3f} ({e['nstars']} measurements)" for e in self.extinction]
+            lines += [f"- {e['night']} {e['filter']}: not fitted ({e['error']})" if "error" in e else
+                      f"- {e['night']} {e['filter']}: zp0 = {e['zp0']:.3f} ± {e['zp0_err']:.3f}, "
+                      f"k = {e['k']:.3f} ± {e['k_err']:.3f} ({e['nstars']} star measurements in {e['nimages']} "
+                      f"images, {e['nrejected']} clipped)" for e in self.extinction]
         if self.skipped:
             lines += ["", "## Skipped", ""]
             lines += [f"- {s['path']}: {s['reason']}" for s in self.skipped]
@@ -709,7 +711,11 @@ def _stack_stage(groups: list[xr.Dataset], obj: str, filt: str, config: Pipeline
 
 def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache: Cache, out: Path,
                       report: Report, record: dict[str, Any]) -> None:
-    from .photometry import aperture_photometry, read_standards, write_zeropoints, zero_point
+    from astropy.table import Table
+
+    from .errors import CalibrationError
+    from .photometry import (ZeroPoint, aperture_photometry, fit_extinction, read_standards, write_zeropoints,
+                             zero_point)
 
     catalog = read_standards(config.photometry.standards)
     phot_cfg = config.photometry
@@ -717,7 +723,7 @@ def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache
     for ds in standards:
         for i, row in enumerate(_frame_rows(ds)):
             key = cache.key("zeropoints", ds.attrs["cache_key"], i, dataclasses.asdict(phot_cfg),
-                            file_identity(config.photometry.standards))
+                            file_identity(config.photometry.standards), "with-stars")
 
             def measure(ds=ds, i=i, row=row) -> dict[str, Any]:
                 image = ds["data"].isel(frame=i)
@@ -733,7 +739,10 @@ def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache
                                     airmass=float(row["airmass"]))
                 except DaskredError as err:
                     return {"error": str(err)}
-                return {"zp": zp.zp, "zp_err": zp.zp_err, "nstars": zp.nstars, "airmass": float(row["airmass"])}
+                stars = {name: [_json_scalar(v) for v in zp.stars[name]] for name in ("zp", "zp_err", "status")}
+                stars["name"] = [str(v) for v in zp.stars["name"]] if "name" in zp.stars.colnames else []
+                return {"zp": zp.zp, "zp_err": zp.zp_err, "nstars": zp.nstars, "nrejected": zp.nrejected,
+                        "airmass": float(row["airmass"]), "exptime": float(row["exptime"]), "stars": stars}
 
             value, cached = cache.memo(key, measure)
             record["cached"] &= cached
@@ -742,30 +751,39 @@ def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache
                 continue
             results.append({"image": Path(row["path"]).stem, "object": row["object"], "filter": row["filter"],
                             "night": row["night"], "airmass": value["airmass"], "zp": value["zp"],
-                            "zp_err": value["zp_err"], "nstars": value["nstars"]})
+                            "zp_err": value["zp_err"], "nstars": value["nstars"], "nrejected": value["nrejected"],
+                            "exptime": value["exptime"], "stars": value["stars"]})
     if not results:
         return
-    write_zeropoints(results, out / "photometry" / "zeropoints.csv")
-    report.zeropoints = results
-    table = pd.DataFrame(results)
-    for (night, filt), group in table.groupby(["night", "filter"]):
-        if group["airmass"].nunique() < 2:
+    write_zeropoints([{k: v for k, v in r.items() if k not in ("stars", "nrejected", "exptime")} for r in results],
+                     out / "photometry" / "zeropoints.csv")
+    report.zeropoints = [{k: v for k, v in r.items() if k != "stars"} for r in results]
+    for (night, filt), group in _group_by(results, ("night", "filter")).items():
+        if len({round(r["airmass"], 6) for r in group}) < 2:
             continue
-        fit = _fit_zp_airmass(group)
-        report.extinction.append({"night": night, "filter": filt, **fit})
+        zero_points = [ZeroPoint(zp=r["zp"], zp_err=r["zp_err"], nstars=r["nstars"], nrejected=r["nrejected"],
+                                 filter=r["filter"], exptime=r["exptime"], airmass=r["airmass"], method="",
+                                 stars=Table(r["stars"])) for r in group]
+        try:
+            fit = fit_extinction(zero_points)
+        except CalibrationError as err:
+            report.extinction.append({"night": night, "filter": filt, "error": str(err)})
+            continue
+        report.extinction.append({"night": night, "filter": filt, "zp0": fit.zp0, "zp0_err": fit.zp0_err,
+                                  "k": fit.k, "k_err": fit.k_err, "nstars": fit.nstars,
+                                  "nrejected": fit.nrejected, "nimages": fit.nimages})
 
 
-def _fit_zp_airmass(group: pd.DataFrame) -> dict[str, Any]:
-    """Weighted least squares of zp = zp0 - k X over images of one night and filter."""
-    x = group["airmass"].to_numpy(float)
-    y = group["zp"].to_numpy(float)
-    w = 1.0 / np.maximum(group["zp_err"].to_numpy(float), 1e-4) ** 2
-    design = np.stack([np.ones_like(x), -x], axis=1)
-    normal = design.T @ (design * w[:, None])
-    cov = np.linalg.inv(normal)
-    zp0, k = cov @ (design.T @ (w * y))
-    return {"zp0": float(zp0), "zp0_err": float(math.sqrt(cov[0, 0])), "k": float(k),
-            "k_err": float(math.sqrt(cov[1, 1])), "nstars": int(len(group))}
+def _json_scalar(value: Any) -> Any:
+    """A table cell as a JSON value (numpy scalars to Python)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _group_by(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return dict(sorted(groups.items()))
 
 
 # --------------------------------------------------------------------------- orchestrator

@@ -79,7 +79,13 @@ def test_zero_points_match_truth(reduced):
     # per-image zero points within 0.03 mag (flat-field and aperture systematics) and their errors
     assert np.all(np.abs(table["zp"] - truth) < 0.03 + 3 * table["zp_err"])
     assert abs(np.mean(table["zp"] - truth)) < 0.02
+    assert sorted(fit["night"] for fit in report.extinction) == sorted(sim.nights)
     for fit in report.extinction:
+        # one fit over every star measurement of the night's standard frames
+        assert fit["nimages"] == SIM_OPTIONS["n_standard"] and fit["nstars"] > fit["nimages"]
+        # per-image clipping's rejects get a second chance in the night's fit
+        used_per_image = table[table.night.astype(str) == str(fit["night"])]["nstars"].sum()
+        assert fit["nstars"] + fit["nrejected"] >= used_per_image > 0
         assert fit["k"] == pytest.approx(params["extinction"]["V"], abs=0.04)
         assert fit["zp0"] == pytest.approx(params["zeropoint_adu"]["V"], abs=0.06)
 
