@@ -27,8 +27,8 @@ _EXPORTS = {
     # calibration
     "subtract_overscan": "calibrate", "trim": "calibrate", "subtract_bias": "calibrate",
     "subtract_dark": "calibrate", "flat_correct": "calibrate", "gain_correct": "calibrate",
-    "make_variance": "calibrate", "mask_saturated": "calibrate", "make_bad_pixel_mask": "calibrate",
-    "load_mask": "calibrate", "calibrate": "calibrate",
+    "make_variance": "quality", "mask_saturated": "quality", "make_bad_pixel_mask": "quality",
+    "load_mask": "quality", "calibrate": "calibrate",
     "Master": "masters", "make_masters": "masters", "select_master": "masters", "write_masters": "masters",
     # per-frame stages
     "detect_cosmics": "cosmics", "cosmics_halo": "cosmics",
@@ -38,16 +38,16 @@ _EXPORTS = {
     "solve_wcs": "astrometry", "repair_wcs_header": "astrometry", "write_wcs": "astrometry",
     "WcsSolution": "astrometry",
     # photometry
-    "aperture_photometry": "photometry", "zero_point": "photometry", "fit_extinction": "photometry",
-    "read_standards": "photometry", "write_zeropoints": "photometry", "set_photzp": "photometry",
-    "PhotFlag": "photometry", "ZeroPoint": "photometry", "ExtinctionFit": "photometry",
+    "aperture_photometry": "photometry", "zero_point": "zeropoint", "fit_extinction": "zeropoint",
+    "read_standards": "photometry", "write_zeropoints": "zeropoint", "set_photzp": "zeropoint",
+    "PhotFlag": "photometry", "ZeroPoint": "zeropoint", "ExtinctionFit": "zeropoint",
     # pipeline and data
     "PipelineConfig": "pipeline", "Report": "pipeline", "reduce": "pipeline",
     "simulate": "simulate", "SimulatedDataset": "simulate",
 }
-_MODULES = ("errors", "collection", "io", "combine", "calibrate", "masters", "cosmics", "background",
-            "align", "astrometry", "photometry", "pipeline", "simulate", "cache", "cluster", "bench",
-            "plotting", "cli")
+_MODULES = ("errors", "collection", "io", "combine", "calibrate", "quality", "masters", "cosmics", "background",
+            "align", "astrometry", "photometry", "zeropoint", "pipeline", "simulate", "cache", "cluster", "bench",
+            "bench_measure", "bench_quality", "plotting", "cli")
 
 __all__ = ["__version__", "errors", "bench", "plotting", *_EXPORTS]
 

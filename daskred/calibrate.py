@@ -1,4 +1,4 @@
-"""Science-frame calibration: overscan, trim, bias, dark, flat, gain, masks and variance.
+"""Science-frame calibration: overscan, trim, bias, dark, flat and gain.
 
 Every step takes a stack of frames, an ``xr.DataArray`` with dims ``("frame", "y", "x")``
 (or a single ``("y", "x")`` image), and returns a new lazy object of the same kind.  A step
@@ -6,7 +6,7 @@ can also take an ``xr.Dataset`` holding the variables ``"data"``, ``"variance"``
 (optionally) ``"mask"``; it then propagates the variance the way ccdproc propagates a
 ``StdDevUncertainty`` (uncorrelated first-order propagation) and ORs new bad pixels into
 the mask.  :func:`calibrate` chains the steps in the usual order and always returns such a
-Dataset.
+Dataset, with the variance plane and masks of :mod:`daskred.quality`.
 
 Calibration masters (bias, dark, flat) are ``("y", "x")`` arrays, Datasets with
 ``"data"`` and ``"variance"`` when their own noise should be propagated, or
@@ -15,9 +15,9 @@ Calibration masters (bias, dark, flat) are ``("y", "x")`` arrays, Datasets with
 coordinates ``path`` (used in messages) and ``exptime`` (used to scale darks) are read from
 them when present.
 
-Nothing here computes.  The only data-dependent numbers, the flat normalisation and the
-statistics of :func:`make_bad_pixel_mask`, are 0-d dask arrays; a flat without a single
-usable pixel therefore cannot be detected from metadata and raises
+Nothing here computes.  The only data-dependent number, the flat normalisation, is a 0-d
+dask array (as are the statistics of :func:`daskred.quality.make_bad_pixel_mask`); a flat
+without a single usable pixel therefore cannot be detected from metadata and raises
 :class:`~daskred.errors.CalibrationError` (naming the flat) when the graph runs.
 """
 
@@ -25,21 +25,37 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
 from astropy import units as u
 from dask.base import tokenize
 
+from ._frames import (
+    Frames,
+    Master,
+    _as_cube,
+    _column,
+    _coord_values,
+    _frame_labels,
+    _master_label,
+    _master_scalar,
+    _one_section,
+    _pack,
+    _per_frame,
+    _Planes,
+    _unpack,
+    _unpack_master,
+)
 from ._validate import check_choice
-from .errors import CalibrationError, ConfigError, FitsFileError, HeaderError, ShapeMismatchError
+from .errors import CalibrationError, ConfigError, HeaderError, ShapeMismatchError
 from .io import parse_section
+from .quality import load_mask, make_variance, mask_saturated
 
 __all__ = [
     "subtract_overscan",
@@ -48,298 +64,14 @@ __all__ = [
     "subtract_dark",
     "flat_correct",
     "gain_correct",
-    "make_variance",
-    "mask_saturated",
-    "make_bad_pixel_mask",
-    "load_mask",
     "calibrate",
 ]
-
-Frames = xr.DataArray | xr.Dataset
-Master = xr.DataArray | xr.Dataset
 
 _OVERSCAN_METHODS = ("median", "mean")
 _OVERSCAN_FITS = ("none", "polynomial")
 _OVERSCAN_AXES = ("auto", "x", "y")
 _NORMS = ("mean", "median")
 _UNITS = ("adu", "electron")
-
-
-# --------------------------------------------------------------------------------------
-# Private plumbing: unpack DataArray / Dataset inputs into dask planes and back.
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Planes:
-    """The planes of a stack of frames, as ``(frame, y, x)`` dask arrays."""
-
-    data: da.Array
-    variance: da.Array | None
-    mask: da.Array | None
-    template: xr.DataArray  # the data variable as a (frame, y, x) DataArray
-    squeeze: bool  # the input was a single (y, x) image
-    dataset: bool  # the input was a Dataset
-
-
-def _as_cube(arr: xr.DataArray, what: str) -> tuple[xr.DataArray, bool]:
-    dims = set(arr.dims)
-    if dims == {"y", "x"}:
-        return arr.transpose("y", "x").expand_dims("frame"), True
-    if dims == {"frame", "y", "x"}:
-        return arr.transpose("frame", "y", "x"), False
-    raise ShapeMismatchError(
-        f"{what} must have dims ('frame', 'y', 'x') or ('y', 'x'), got {arr.dims}; "
-        "rename the dimensions (e.g. `.rename({'dim_0': 'y', 'dim_1': 'x'})`)"
-    )
-
-
-def _as_dask(arr: xr.DataArray) -> da.Array:
-    """The dask array behind a (frame, y, x) DataArray, one chunk per frame if it had none."""
-    data = arr.data
-    if isinstance(data, da.Array):
-        return data
-    chunks = {"frame": 1, "y": -1, "x": -1} if "frame" in arr.dims else {"y": -1, "x": -1}
-    return arr.chunk(chunks).data
-
-
-def _unpack(frames: Frames, what: str = "frames") -> _Planes:
-    if isinstance(frames, xr.Dataset):
-        if "data" not in frames:
-            raise ConfigError(
-                f"a Dataset of {what} must hold a 'data' variable (and optionally 'variance' and "
-                f"'mask'); it holds {sorted(map(str, frames.data_vars))}"
-            )
-        data, squeeze = _as_cube(frames["data"], what)
-        variance = mask = None
-        if "variance" in frames:
-            variance = _as_dask(_as_cube(frames["variance"], f"{what} variance")[0]).astype(np.float32)
-        if "mask" in frames:
-            mask = _as_dask(_as_cube(frames["mask"], f"{what} mask")[0]).astype(bool)
-        dataset = True
-    elif isinstance(frames, xr.DataArray):
-        data, squeeze = _as_cube(frames, what)
-        variance = mask = None
-        dataset = False
-    else:
-        raise ConfigError(f"{what} must be an xarray DataArray or Dataset, got {type(frames).__name__}")
-    for plane, label in ((variance, "variance"), (mask, "mask")):
-        if plane is not None and plane.shape != data.shape:
-            raise ShapeMismatchError(
-                f"the {label} of {what} has shape {plane.shape} but the data has shape {data.shape}"
-            )
-    darr = _as_dask(data)
-    if darr.dtype != np.float32:
-        darr = darr.astype(np.float32)
-    if variance is not None:
-        variance = variance.rechunk(darr.chunks)
-    if mask is not None:
-        mask = mask.rechunk(darr.chunks)
-    return _Planes(darr, variance, mask, data, squeeze, dataset)
-
-
-def _pack(
-    planes: _Planes,
-    data: da.Array,
-    variance: da.Array | None,
-    mask: da.Array | None,
-    *,
-    history: str,
-    units: str | None = None,
-    force_dataset: bool = False,
-) -> Frames:
-    attrs = dict(planes.template.attrs)
-    attrs["history"] = [*list(attrs.get("history", [])), history]
-    if units is not None:
-        attrs["units"] = units
-    tmpl = planes.template
-
-    def wrap(arr: da.Array, keep_attrs: bool) -> xr.DataArray:
-        out = xr.DataArray(arr, dims=("frame", "y", "x"), coords=tmpl.coords, attrs=attrs if keep_attrs else {})
-        return out.isel(frame=0) if planes.squeeze else out
-
-    out_data = wrap(data, True)
-    out_data.name = tmpl.name
-    if not (planes.dataset or force_dataset):
-        return out_data
-    variables = {"data": out_data}
-    if variance is not None:
-        variables["variance"] = wrap(variance, False)
-    if mask is not None:
-        variables["mask"] = wrap(mask, False)
-    return xr.Dataset(variables)
-
-
-def _frame_labels(arr: xr.DataArray, index: Sequence[int] | np.ndarray) -> str:
-    paths = _coord_values(arr, "path")
-    labels = [str(paths[i]) if paths is not None and str(paths[i]) else f"frame {i}" for i in index]
-    shown = ", ".join(labels[:5])
-    return shown + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
-
-
-def _coord_values(arr: xr.DataArray, name: str) -> np.ndarray | None:
-    """Values of a frame coordinate (metadata, never dask) as one entry per frame."""
-    nframe = arr.sizes.get("frame", 1)
-    if name not in arr.coords:
-        return None
-    coord = arr.coords[name]
-    values = np.asarray(coord.values)
-    if coord.ndim == 0:
-        return np.full(nframe, values.item(), dtype=object)
-    if coord.dims == ("frame",):
-        return values
-    return None
-
-
-def _as_master(master: Any) -> Any:
-    """Accept a :class:`daskred.masters.Master` (or anything with a DataArray ``data``)."""
-    if not isinstance(master, (xr.DataArray, xr.Dataset)) and isinstance(getattr(master, "data", None), xr.DataArray):
-        return master.data
-    return master
-
-
-def _master_label(master: Master, what: str) -> str:
-    master = _as_master(master)
-    arr = master["data"] if isinstance(master, xr.Dataset) else master
-    if "path" in arr.coords and arr.coords["path"].ndim == 0 and str(arr.coords["path"].values):
-        return f"{what} {str(arr.coords['path'].values)!r}"
-    if arr.attrs.get("path"):
-        return f"{what} {str(arr.attrs['path'])!r}"
-    if arr.name is not None:
-        return f"{what} {str(arr.name)!r}"
-    return what
-
-
-def _master_scalar(master: Master, name: str) -> Any:
-    master = _as_master(master)
-    arr = master["data"] if isinstance(master, xr.Dataset) else master
-    if name in arr.coords and arr.coords[name].ndim == 0:
-        return arr.coords[name].values.item()
-    if name in arr.attrs:
-        return arr.attrs[name]
-    return None
-
-
-def _unpack_master(master: Master, planes: _Planes, what: str) -> tuple[da.Array, da.Array | None, str]:
-    """A master as a (y, x) float32 dask array chunked like the frames, with its variance."""
-    master = _as_master(master)
-    label = _master_label(master, what)
-    if isinstance(master, xr.Dataset):
-        if "data" not in master:
-            raise ConfigError(f"{label} is a Dataset without a 'data' variable")
-        arrays = {"data": master["data"], "variance": master.get("variance")}
-    elif isinstance(master, xr.DataArray):
-        arrays = {"data": master, "variance": None}
-    else:
-        raise ConfigError(f"{label} must be an xarray DataArray or Dataset, got {type(master).__name__}")
-    ny, nx = planes.data.shape[1:]
-    out: dict[str, da.Array | None] = {}
-    for key, arr in arrays.items():
-        if arr is None:
-            out[key] = None
-            continue
-        if "frame" in arr.dims and arr.sizes["frame"] == 1:
-            arr = arr.isel(frame=0)
-        if set(arr.dims) != {"y", "x"}:
-            raise ShapeMismatchError(
-                f"{label} must be a single image with dims ('y', 'x'), got dims {arr.dims}; "
-                "combine a stack into a master first"
-            )
-        arr = arr.transpose("y", "x")
-        if arr.shape != (ny, nx):
-            raise ShapeMismatchError(
-                f"{label} has shape {arr.shape} but the frames have shape {(ny, nx)}; "
-                "calibration frames and science frames must be trimmed (and binned) the same way"
-            )
-        darr = arr.data if isinstance(arr.data, da.Array) else da.from_array(np.asarray(arr.data), chunks=-1)
-        out[key] = darr.astype(np.float32).rechunk(planes.data.chunks[1:])
-    return out["data"], out["variance"], label  # type: ignore[return-value]
-
-
-def _per_frame(
-    arr: xr.DataArray,
-    value: Any,
-    *,
-    coord: str,
-    what: str,
-    unit: u.UnitBase,
-    option: str,
-) -> np.ndarray:
-    """One float per frame from an override (number, Quantity, coordinate name) or a coordinate."""
-    nframe = arr.sizes.get("frame", 1)
-    if isinstance(value, u.Quantity):
-        try:
-            number = value.to_value(unit)
-        except u.UnitConversionError as err:
-            raise ConfigError(f"{option}={value} cannot be converted to {unit}") from err
-        values = np.broadcast_to(np.asarray(number, dtype=np.float64), (nframe,)).copy()
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = np.full(nframe, float(value))
-    elif value is None or isinstance(value, str):
-        name = coord if value is None else value.lower()
-        raw = _coord_values(arr, name)
-        if raw is None:
-            raise HeaderError(
-                f"the frames carry no {name!r} coordinate, so the {what} is unknown; pass "
-                f"{option}=<value in {unit}> or read the header keyword that holds it into the "
-                f"{name!r} coordinate"
-            )
-        try:
-            values = np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise HeaderError(f"the {name!r} coordinate holds non-numeric values: {raw!r}") from err
-    else:
-        raise ConfigError(
-            f"{option} must be a number, an astropy Quantity or a coordinate name, got {value!r}"
-        )
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise HeaderError(
-            f"the {what} is unknown (missing or NaN) for {_frame_labels(arr, bad)}; pass "
-            f"{option}=<value in {unit}> or fix the header"
-        )
-    return values
-
-
-def _column(values: np.ndarray, like: Any = None) -> Any:
-    """Per-frame values as a ``(frame, 1, 1)`` column; chunked along frame like ``like``.
-
-    A numpy column times a 2-D master broadcast to ``(1, y, x)`` would put every frame in
-    one block (a whole cube per task); chunking the column like the frames keeps one frame
-    a task.
-    """
-    column = np.asarray(values, dtype=np.float64).reshape(-1, 1, 1)
-    if isinstance(like, da.Array):
-        return da.from_array(column, chunks=(like.chunks[0], 1, 1))
-    return column
-
-
-def _one_section(arr: xr.DataArray, section: str | None, coords: Sequence[str], what: str, option: str) -> str:
-    """The single FITS section shared by every frame (explicit, or from coordinates)."""
-    if section is not None:
-        if not isinstance(section, str):
-            raise ConfigError(f"{option} must be a FITS section string like '[1:100,1:200]', got {section!r}")
-        return section
-    for name in coords:
-        values = _coord_values(arr, name)
-        if values is None:
-            continue
-        texts = np.array([str(v).strip() if v is not None else "" for v in values], dtype=object)
-        if not any(texts):
-            continue
-        first = texts[0]
-        differ = np.flatnonzero(texts != first)
-        if differ.size:
-            raise HeaderError(
-                f"the frames do not share one {name.upper()}: {first!r} for {_frame_labels(arr, [0])} "
-                f"but {texts[differ[0]]!r} for {_frame_labels(arr, differ)}; process frames with "
-                f"different layouts separately, or pass {option}= explicitly"
-            )
-        return first
-    keys = "/".join(c.upper() for c in coords)
-    raise HeaderError(
-        f"no {what} is known: the frames have no (or empty) {keys}; pass {option}='[x1:x2,y1:y2]'"
-    )
 
 
 # --------------------------------------------------------------------------------------
@@ -818,247 +550,6 @@ def gain_correct(frames: Frames, *, gain: float | str | u.Quantity | None = None
     variance = None if planes.variance is None else (planes.variance * factor**2).astype(np.float32)
     desc = ", ".join(f"{v:g}" for v in sorted(set(g.tolist())))
     return _pack(planes, data, variance, planes.mask, history=f"gain_correct: x {desc} e-/ADU", units="electron")
-
-
-# --------------------------------------------------------------------------------------
-# Variance and masks
-# --------------------------------------------------------------------------------------
-
-
-def make_variance(
-    frames: xr.DataArray,
-    *,
-    gain: float | str | u.Quantity | None = None,
-    rdnoise: float | str | u.Quantity | None = None,
-    bias: Master | None = None,
-) -> xr.DataArray:
-    """Build the variance plane: read noise squared plus Poisson noise of the signal.
-
-    In the frames' units: ``(max(signal, 0) * g + rdnoise**2) / g**2`` with ``g`` the gain
-    (1 when the frames are already in electrons) and ``signal = frames - bias``.
-
-    Parameters
-    ----------
-    frames : xarray.DataArray
-        Frames in ADU (or electrons, ``attrs["units"] == "electron"``), overscan-subtracted
-        or with a ``bias`` given so that the Poisson term sees only the photo-electrons.
-    gain : float, str or astropy.units.Quantity, optional
-        Gain in electron/ADU, or a frame-coordinate name.  Default: the ``gain`` coordinate.
-    rdnoise : float, str or astropy.units.Quantity, optional
-        Read noise in electrons, or a frame-coordinate name.  Default: ``rdnoise``.
-    bias : xarray.DataArray, optional
-        Level to remove before the Poisson term (a master bias); the data are unchanged.
-
-    Returns
-    -------
-    xarray.DataArray
-        float32 variance, same dims/coords as ``frames``, lazy.
-
-    Raises
-    ------
-    HeaderError
-        Gain or read noise unknown for some frame (message names them and the fix).
-    ConfigError
-        ``gain`` given for frames already in electrons.
-
-    Notes
-    -----
-    Equals the square of :func:`ccdproc.create_deviation` with ``disregard_nan=True``
-    (negative signal contributes no Poisson noise).
-
-    Examples
-    --------
-    >>> var = make_variance(frames, gain=4.95, rdnoise=9.3)  # doctest: +SKIP
-    """
-    if not isinstance(frames, xr.DataArray):
-        raise ConfigError(f"frames must be an xarray DataArray, got {type(frames).__name__}")
-    planes = _unpack(frames)
-    in_electrons = str(planes.template.attrs.get("units", "")).lower() in ("electron", "electrons", "e-")
-    nframe = planes.data.shape[0]
-    if in_electrons:
-        if gain is not None:
-            raise ConfigError("the frames are already in electrons; do not pass gain=")
-        g = np.ones(nframe)
-    else:
-        g = _per_frame(planes.template, gain, coord="gain", what="gain", unit=u.electron / u.adu, option="gain")
-    rn = _per_frame(planes.template, rdnoise, coord="rdnoise", what="read noise", unit=u.electron, option="rdnoise")
-    signal = planes.data.astype(np.float64)
-    if bias is not None:
-        bias_data, _, _ = _unpack_master(bias, planes, "bias")
-        signal = signal - bias_data[None]
-    gc, rc = _column(g), _column(rn)
-    var = ((da.maximum(signal, 0.0) * gc + rc**2) / gc**2).astype(np.float32)
-    out = _pack(replace(planes, dataset=False), var, None, None, history="make_variance")
-    out.attrs = {"units": f"({planes.template.attrs.get('units', 'adu')})**2"}
-    out.name = "variance"
-    return out
-
-
-def mask_saturated(frames: xr.DataArray, *, level: float | str | u.Quantity | None = None) -> xr.DataArray:
-    """Flag pixels at or above the saturation level.
-
-    Parameters
-    ----------
-    frames : xarray.DataArray
-        Raw frames (before overscan subtraction, where the saturation level applies).
-    level : float, str or astropy.units.Quantity, optional
-        Saturation level in ADU, or a frame-coordinate name.  Default: ``saturate``.
-
-    Returns
-    -------
-    xarray.DataArray
-        Boolean mask, True where saturated, same dims/coords as ``frames``, lazy.
-
-    Raises
-    ------
-    HeaderError
-        The level is unknown for some frame.
-
-    Examples
-    --------
-    >>> saturated = mask_saturated(raw, level=65000)  # doctest: +SKIP
-    """
-    if not isinstance(frames, xr.DataArray):
-        raise ConfigError(f"frames must be an xarray DataArray, got {type(frames).__name__}")
-    planes = _unpack(frames)
-    sat = _per_frame(planes.template, level, coord="saturate", what="saturation level", unit=u.adu, option="level")
-    mask = planes.data >= _column(sat).astype(np.float32)
-    out = _pack(replace(planes, dataset=False), mask, None, None, history="mask_saturated")
-    out.attrs = {}
-    out.name = "mask"
-    return out
-
-
-def _median_mad(block: np.ndarray) -> np.ndarray:
-    values = block[np.isfinite(block)].astype(np.float64)
-    if values.size == 0:
-        return np.array([np.nan, np.nan])
-    med = np.median(values)
-    return np.array([med, 1.482602218505602 * np.median(np.abs(values - med))])
-
-
-def make_bad_pixel_mask(
-    *,
-    flat: xr.DataArray | None = None,
-    dark: xr.DataArray | None = None,
-    flat_range: tuple[float, float] = (0.5, 1.5),
-    dark_sigma: float = 5.0,
-) -> xr.DataArray:
-    """Derive a bad-pixel mask from a master flat and/or a master dark.
-
-    A flat pixel is bad when, divided by the flat's median, it falls outside ``flat_range``
-    or is not finite; a dark pixel is bad (hot) when it exceeds the dark's median by more
-    than ``dark_sigma`` robust standard deviations (1.4826 × MAD).
-
-    Parameters
-    ----------
-    flat, dark : xarray.DataArray, optional
-        Master flat / master dark, dims ``("y", "x")``; at least one is required.
-    flat_range : (float, float)
-        Accepted range of the median-normalised flat.
-    dark_sigma : float
-        Threshold of the hot-pixel test in robust sigmas.
-
-    Returns
-    -------
-    xarray.DataArray
-        Boolean ``(y, x)`` mask, True = bad, lazy.
-
-    Raises
-    ------
-    ConfigError
-        Neither input given, or a bad ``flat_range``/``dark_sigma``.
-    ShapeMismatchError
-        Flat and dark differ in shape.
-
-    Notes
-    -----
-    The medians and MAD are lazy scalars computed over each image gathered into one block.
-
-    Examples
-    --------
-    >>> bpm = make_bad_pixel_mask(flat=master_flat, dark=master_dark, dark_sigma=5)  # doctest: +SKIP
-    """
-    if flat is None and dark is None:
-        raise ConfigError("make_bad_pixel_mask needs flat=, dark= or both")
-    lo, hi = (float(v) for v in flat_range)
-    if not lo < hi:
-        raise ConfigError(f"flat_range must be (low, high) with low < high, got {flat_range!r}")
-    if not dark_sigma > 0:
-        raise ConfigError(f"dark_sigma must be positive, got {dark_sigma!r}")
-    parts: list[da.Array] = []
-    template: xr.DataArray | None = None
-    for arr, what in ((flat, "flat"), (dark, "dark")):
-        if arr is None:
-            continue
-        if not isinstance(arr, xr.DataArray) or set(arr.dims) != {"y", "x"}:
-            raise ShapeMismatchError(f"the {what} must be a (y, x) DataArray")
-        arr = arr.transpose("y", "x")
-        if template is not None and arr.shape != template.shape:
-            raise ShapeMismatchError(
-                f"{_master_label(arr, what)} has shape {arr.shape} but the flat has {template.shape}"
-            )
-        template = arr if template is None else template
-        data = arr.data if isinstance(arr.data, da.Array) else da.from_array(np.asarray(arr.data))
-        data = data.astype(np.float32)
-        stats = da.map_blocks(
-            _median_mad, data.rechunk(-1), drop_axis=[0, 1], new_axis=0, chunks=((2,),), dtype=np.float64,
-            name=f"{what}-median-mad-" + tokenize(data),
-        )
-        if what == "flat":
-            ratio = data.astype(np.float64) / stats[0]
-            parts.append(~da.isfinite(ratio) | (ratio < lo) | (ratio > hi))
-        else:
-            parts.append(~da.isfinite(data) | (data > stats[0] + dark_sigma * stats[1]))
-    mask = parts[0] if len(parts) == 1 else parts[0] | parts[1].rechunk(parts[0].chunks)
-    assert template is not None
-    return xr.DataArray(mask, dims=("y", "x"), name="mask", attrs={"history": ["make_bad_pixel_mask"]})
-
-
-def _read_mask(path: str, hdu: int | str) -> np.ndarray:
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as hdul:
-        return np.asarray(hdul[hdu].data) != 0
-
-
-def load_mask(path: str | Path, *, hdu: int | str = 0) -> xr.DataArray:
-    """Open a user-supplied bad-pixel mask FITS image (non-zero = bad) lazily.
-
-    Parameters
-    ----------
-    path : str or pathlib.Path
-        FITS file; only its header is read now.
-    hdu : int or str
-        HDU holding the mask image.
-
-    Returns
-    -------
-    xarray.DataArray
-        Boolean ``(y, x)`` mask with a scalar ``path`` coordinate, lazy.
-
-    Raises
-    ------
-    FitsFileError
-        The file cannot be opened or the HDU is not a 2-D image.
-
-    Examples
-    --------
-    >>> bpm = load_mask("bpm.fits")  # doctest: +SKIP
-    """
-    from astropy.io import fits
-
-    path = str(path)
-    try:
-        header = fits.getheader(path, hdu)
-    except (OSError, KeyError, IndexError) as err:
-        raise FitsFileError(f"cannot read the mask {path!r} (HDU {hdu!r}): {err}") from err
-    if header.get("NAXIS") != 2:
-        raise FitsFileError(f"the mask {path!r} (HDU {hdu!r}) is not a 2-D image (NAXIS={header.get('NAXIS')})")
-    shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-    name = "mask-" + tokenize(path, hdu, Path(path).stat().st_mtime_ns)
-    arr = da.from_delayed(dask.delayed(_read_mask, pure=True)(path, hdu, dask_key_name=name), shape, dtype=bool)
-    return xr.DataArray(arr, dims=("y", "x"), coords={"path": path}, name="mask")
 
 
 # --------------------------------------------------------------------------------------

@@ -714,8 +714,8 @@ def _photometry_stage(standards: list[xr.Dataset], config: PipelineConfig, cache
     from astropy.table import Table
 
     from .errors import CalibrationError
-    from .photometry import (ZeroPoint, aperture_photometry, fit_extinction, read_standards, write_zeropoints,
-                             zero_point)
+    from .photometry import aperture_photometry, read_standards
+    from .zeropoint import ZeroPoint, fit_extinction, write_zeropoints, zero_point
 
     catalog = read_standards(config.photometry.standards)
     phot_cfg = config.photometry
@@ -923,7 +923,7 @@ def _write_calibrated(ds: xr.Dataset, out: Path, report: Report) -> None:
 
 def _with_photzp(header: fits.Header, stack: dict[str, Any], report: Report) -> fits.Header:
     """Add PHOTZP: the weighted mean zero point of the standards in the stack's filter."""
-    from .photometry import set_photzp
+    from .zeropoint import set_photzp
 
     table = pd.DataFrame(report.zeropoints)
     if table.empty or not (table["filter"] == stack["filter"]).any():

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
 from daskred import bench
 from daskred.errors import ConfigError
@@ -89,44 +88,6 @@ def test_ccdproc_sigma_clipping_is_compared_at_one_iteration(result):
     assert not any(r["implementation"] == "ccdproc" for r in result.rows if r["strategy"] == "ccdclip")
 
 
-def test_relative_difference():
-    a = np.array([[1.0, 2.0], [np.nan, 4.0]])
-    assert bench._relative_difference(a, a) == 0.0
-    assert bench._relative_difference(a * (1 + 1e-4), a) == pytest.approx(1e-4)
-    b = a.copy()
-    b[0, 0] = np.nan
-    assert bench._relative_difference(a, b) == math.inf
-
-
-# ------------------------------------------------------------------ the metric and the simulation
-def test_quality_of_the_truth_itself_and_of_a_biased_image(tmp_path):
-    paths, truth = bench._simulate(tmp_path, frames=9, shape=(64, 96), seed=1)
-    perfect = bench._quality(truth.image, None, truth, 9)
-    assert perfect["noise_ratio"] == 0.0 and perfect["bias_sigma"] == 0.0
-    assert perfect["survive_cosmic"] == 0.0
-    shifted = bench._quality(truth.image + 10 * truth.sigma / 3.0, None, truth, 9)  # +10 ideal sigma
-    assert shifted["bias_sigma"] == pytest.approx(10.0)
-    assert shifted["survive_cosmic"] == shifted["survive_hot"] == 1.0
-
-
-def test_simulated_frames_follow_their_truth(tmp_path):
-    paths, truth = bench._simulate(tmp_path, frames=4, shape=(64, 96), seed=2)
-    assert len(paths) == 4
-    ev = truth.events
-    for i, path in enumerate(paths):
-        data = fits.getdata(path).astype(np.float64)
-        assert fits.getheader(path)["GAIN"] == 2.0
-        deposit = np.zeros_like(data)
-        sel = ev["frame"] == i
-        np.add.at(deposit, (ev["y"][sel], ev["x"][sel]), ev["amplitude"][sel])
-        z = (data - truth.image - deposit) / truth.sigma
-        assert abs(z.mean()) < 0.03 and z.std() == pytest.approx(1.0, abs=0.03)
-    # hot pixels follow the detector: the same defect lands on different sky pixels per frame
-    hot = [set(zip(ev["y"][(ev["kind"] == 2) & (ev["frame"] == i)], ev["x"][(ev["kind"] == 2) & (ev["frame"] == i)]))
-           for i in range(4)]
-    assert len(hot[0] & hot[1]) < 0.2 * len(hot[0])
-
-
 # ------------------------------------------------------------------ outputs
 def test_json_markdown_and_plots_are_written(result):
     files = result.files
@@ -156,17 +117,6 @@ def test_summary_ranks_clean_strategies_first(result):
     lines = [line.split()[1] for line in text.splitlines()[1:] if line.strip()[:1].isdigit()]
     assert lines.index("sigma") < lines.index("mean")
     assert lines[-1] in ("mean", "minmax")
-
-
-def test_isolated_runs_measure_their_own_memory():
-    result = bench.run(frames=5, size=(48, 64), methods=("median",), baselines=("numpy",), sweep=(),
-                       out=None, isolate=True)
-    mine, base = _row(result, "median"), _row(result, "median", "numpy")
-    assert "error" not in mine and "error" not in base
-    assert mine["memory_method"] in ("high-water mark", "ru_maxrss")
-    assert mine["peak_mb"] > 0 and mine["band_rows"] == 48
-    assert mine["agreement_numpy"] <= 1e-6
-    assert mine["noise_ratio"] == pytest.approx(1.2, abs=0.25)
 
 
 def test_user_frames_without_truth(tmp_path):
