@@ -34,7 +34,7 @@ _EXPORTS = {
     "detect_cosmics": "cosmics", "cosmics_halo": "cosmics",
     "estimate_background": "background", "subtract_background": "background",
     # registration and astrometry
-    "find_transforms": "align", "apply_transforms": "align",
+    "find_transforms": "align", "apply_transforms": "resample",
     "solve_wcs": "astrometry", "repair_wcs_header": "astrometry", "write_wcs": "astrometry",
     "WcsSolution": "astrometry",
     # photometry
@@ -42,12 +42,12 @@ _EXPORTS = {
     "read_standards": "photometry", "write_zeropoints": "zeropoint", "set_photzp": "zeropoint",
     "PhotFlag": "photometry", "ZeroPoint": "zeropoint", "ExtinctionFit": "zeropoint",
     # pipeline and data
-    "PipelineConfig": "pipeline", "Report": "pipeline", "reduce": "pipeline",
+    "PipelineConfig": "config", "Report": "pipeline", "reduce": "pipeline",
     "simulate": "simulate", "SimulatedDataset": "simulate",
 }
-_MODULES = ("errors", "collection", "io", "combine", "calibrate", "quality", "masters", "cosmics", "background",
-            "align", "astrometry", "photometry", "zeropoint", "pipeline", "simulate", "cache", "cluster", "bench",
-            "bench_measure", "bench_quality", "plotting", "cli")
+_MODULES = ("errors", "collection", "io", "combine", "calibrate", "quality", "masters", "cosmics",
+            "background", "align", "resample", "astrometry", "photometry", "zeropoint", "config", "pipeline", "simulate",
+            "cache", "cluster", "bench", "bench_measure", "bench_quality", "plotting", "cli")
 
 __all__ = ["__version__", "errors", "bench", "plotting", *_EXPORTS]
 

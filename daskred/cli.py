@@ -103,7 +103,7 @@ def _cmd_reduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from .pipeline import default_config_text
+    from .config import default_config_text
 
     print(default_config_text())
     return 0

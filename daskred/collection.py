@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
-from .errors import CalibrationError, ConfigError, FitsFileError, HeaderError
+from .errors import ConfigError, FitsFileError, HeaderError
 
 __all__ = ["scan", "DEFAULT_KEYWORDS", "DEFAULT_CLASSES", "FITS_SUFFIXES", "summarize"]
 

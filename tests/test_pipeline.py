@@ -200,7 +200,7 @@ def test_killed_run_resumes_to_identical_outputs(reduced, tmp_path):
 
 
 def test_config_file_and_errors(tmp_path):
-    text = dr.pipeline.default_config_text()
+    text = dr.config.default_config_text()
     path = tmp_path / "daskred.toml"
     path.write_text(text)
     assert dr.PipelineConfig.load(path) == dr.PipelineConfig()
