@@ -174,6 +174,36 @@ def _resolve_parameters(
     return np.stack([scrappy_gain, rdnoise, sat], axis=1)
 
 
+def _dilate5_by_single_steps(mask: np.ndarray, niter: int) -> np.ndarray:
+    """astroscrappy's ``dilate5(mask, niter)`` as ``niter`` single dilations.
+
+    astroscrappy 1.3.0's C ``PyDilate5`` allocates an image-sized scratch buffer for
+    ``niter > 1`` and never frees it; ``detect_cosmics`` calls ``dilate5(satpixels, 2)``
+    once per image, so every call leaked one byte per pixel (1.2 MiB for a 1030x1240
+    frame, 440 frames: 530 MiB, enough to stall a 1 GiB dask worker).  One iteration takes
+    the path that allocates nothing, and iterating it is the same dilation.
+    """
+    out = _ASTROSCRAPPY_DILATE5(mask, 1)
+    for _ in range(int(niter) - 1):
+        out = _ASTROSCRAPPY_DILATE5(out, 1)
+    return out
+
+
+_ASTROSCRAPPY_DILATE5 = astroscrappy.utils.dilate5
+
+
+def _stop_astroscrappy_leak() -> None:
+    """Make astroscrappy's ``detect_cosmics`` use :func:`_dilate5_by_single_steps`.
+
+    ``detect_cosmics`` (Cython) looks ``dilate5`` up in its module's globals at call time,
+    so replacing that one name is enough; results are identical.  Idempotent; runs in
+    every process that runs :func:`_detect_block` (dask workers included).
+    """
+    core = astroscrappy.astroscrappy
+    if getattr(core, "dilate5", None) is _ASTROSCRAPPY_DILATE5:
+        core.dilate5 = _dilate5_by_single_steps
+
+
 def _detect_block(
     block: np.ndarray,
     inmask: np.ndarray | None,
@@ -181,6 +211,7 @@ def _detect_block(
     options: dict[str, Any],
 ) -> np.ndarray:
     """Run astroscrappy on every frame of one (overlapped) block; return records."""
+    _stop_astroscrappy_leak()
     out = np.empty(block.shape, dtype=_RECORD)
     for k in range(block.shape[0]):
         frame = np.asarray(block[k], dtype=np.float32)

@@ -384,3 +384,40 @@ def test_calibrated_dataset_mask_is_ignored_like_inmask(cube):
     for k in range(3):
         mask, _ = _oracle(cube[k], gain=1.0, readnoise=RN, inmask=bad[k])
         np.testing.assert_array_equal(result.values[k], mask)
+
+
+# --------------------------------------------------------------------------------------
+# astroscrappy 1.3.0 leaks an image-sized buffer in dilate5(niter > 1)
+# --------------------------------------------------------------------------------------
+
+
+def test_dilate5_by_single_steps_equals_astroscrappy():
+    rng = np.random.default_rng(11)
+    mask = rng.random((53, 71)) > 0.97
+    mask[0, :3] = mask[-1, -2:] = True  # dilation at the edges too
+    for niter in (1, 2, 3):
+        expected = cosmics._ASTROSCRAPPY_DILATE5(mask, niter)
+        np.testing.assert_array_equal(cosmics._dilate5_by_single_steps(mask, niter), expected)
+
+
+def test_leaking_dilation_is_never_called_and_results_are_unchanged(cube, monkeypatch):
+    original = cosmics._ASTROSCRAPPY_DILATE5
+    calls = []
+
+    def spy(mask, niter):
+        calls.append(niter)
+        return original(mask, niter)
+
+    monkeypatch.setattr(cosmics, "_ASTROSCRAPPY_DILATE5", spy)
+    monkeypatch.setattr(astroscrappy.astroscrappy, "dilate5", spy)  # as on a fresh worker
+    satlevel = 15000.0  # the brightest star cores saturate: the dilation of saturated pixels matters
+    frames = _frames(cube, (1, 120, 173))
+    ours = detect_cosmics(frames, gain=1.0, readnoise=RN, satlevel=satlevel).compute(scheduler="sync")
+    assert astroscrappy.astroscrappy.dilate5 is cosmics._dilate5_by_single_steps
+    assert calls and set(calls) == {1}, calls  # astroscrappy's own niter=2 path never runs
+    monkeypatch.setattr(astroscrappy.astroscrappy, "dilate5", original)  # the unpatched oracle
+    for k, frame in enumerate(cube):
+        mask, clean = _oracle(frame, gain=1.0, readnoise=RN, satlevel=satlevel)
+        assert (frame > satlevel).any()
+        np.testing.assert_array_equal(ours["mask"].values[k], mask)
+        np.testing.assert_array_equal(ours["data"].values[k], clean)
