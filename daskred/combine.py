@@ -366,7 +366,7 @@ def _statistics(data: da.Array, statistic: str, section: str | None) -> da.Array
         data = data[:, ys, xs]
     if statistic == "mean":
         return da.nanmean(data.astype(np.float64), axis=(1, 2))
-    whole = data.rechunk({0: 1, 1: -1, 2: -1})
+    whole = data.rechunk({0: 1, 1: -1, 2: -1}, method="tasks")
     return whole.map_blocks(_frame_statistic, statistic, drop_axis=[1, 2], dtype=np.float64,
                             meta=np.empty((0,), np.float64))
 
@@ -576,7 +576,9 @@ def combine(
     else:
         rows = min(rows, ny)
         ychunks = (rows,) * (ny // rows) + ((ny % rows,) if ny % rows else ())
-    cube = data.rechunk({0: -1, 1: ychunks, 2: -1})
+    # task-based: each band block gathers its rows of every frame (bounded by ``rows``); dask's
+    # peer-to-peer rechunking, its choice for big cubes on a cluster, buffers far more
+    cube = data.rechunk({0: -1, 1: ychunks, 2: -1}, method="tasks")
     scale_arr = da.asarray(scales, dtype=np.float64).rechunk(-1)
     zero_arr = da.asarray(zeros, dtype=np.float64).rechunk(-1)
     weight_arr = da.from_array(w, chunks=-1)

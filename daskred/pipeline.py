@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -571,8 +572,12 @@ def reduce(
     report = Report(out=out, config=config.to_dict())
     stages = _Stages(report, verbose)
     store = Cache(out / ".cache" if cache == "auto" else cache, version=__version__)
-    with use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
-                     scheduler=scheduler, verbose=verbose) as where:
+    # Every rechunk here is local (frames <-> bands of rows); dask would switch large ones to
+    # peer-to-peer rechunking on a cluster, which buffers whole transfers instead of one
+    # block per task: a 440-frame stack then killed a 1 GiB worker (benchmarks/reduce_memory.py).
+    with dask.config.set({"array.rechunk.method": "tasks"}), \
+            use_cluster(workers=workers, threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                        scheduler=scheduler, verbose=verbose) as where:
         report.scheduler = where
         with stages("scan") as record:
             col = config.collection
