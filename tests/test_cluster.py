@@ -24,6 +24,7 @@ import dask.array as da
 import distributed  # noqa: F401 - loads distributed's config defaults before any dask.config.set
 import numpy as np
 import pytest
+import xarray as xr
 from astropy.io import fits
 
 import daskred as dr
@@ -434,3 +435,23 @@ def test_memory_peak_summaries():
     peak = MemoryPeak({"a": 100.04, "b": 250.0})
     assert peak.peak_mb == 250.0 and peak.total_mb == 350.0
     assert MemoryPeak().peak_mb == 0.0 and MemoryPeak().total_mb == 0.0
+
+
+@pytest.mark.cluster
+def test_combine_never_uses_peer_to_peer_rechunking():
+    """On a cluster dask turns big rechunks into P2P transfers that buffer far more than one
+    block per task; combine's frame-to-band rechunk must stay task-based (memory per task
+    bounded by its band)."""
+    from dask.array.rechunk import _choose_rechunk_method
+    from distributed import Client, LocalCluster
+
+    frames = xr.DataArray(da.ones((300, 97, 211), chunks=(1, 97, 211), dtype=np.float32), dims=("frame", "y", "x"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster):
+        # what dask itself would choose for this rechunk here
+        assert _choose_rechunk_method(((1,) * 300, (97,), (211,)), ((300,), (1,) * 97, (211,))) == "p2p"
+        image = dr.combine(frames, method="median", band=1)
+        names = {str(key[0] if isinstance(key, tuple) else key) for key in image.data.__dask_graph__()}
+        assert any(name.startswith("rechunk-merge") for name in names)
+        assert not any("p2p" in name for name in names), sorted(names)[:10]
+        np.testing.assert_array_equal(image.values, np.ones((97, 211), np.float32))
