@@ -220,7 +220,7 @@ def _check_value(name: str, value: Any, hint: Any) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if bool in options and not isinstance(value, bool):
         raise ConfigError(f"{name} = {value!r} must be true or false")
-    if int in options and not (number and float(value).is_integer()):
+    if int in options and float not in options and not (number and isinstance(value, int)):
         raise ConfigError(f"{name} = {value!r} must be a whole number")
     if float in options and not number:
         raise ConfigError(f"{name} = {value!r} must be a number")

@@ -651,8 +651,8 @@ def _to_zarr_url(ds: xr.Dataset, url: str, *, overwrite: bool) -> str:
     except BaseException as err:
         try:
             fs.rm(path, recursive=True)
-        except (OSError, FileNotFoundError):
-            pass
+        except OSError:
+            pass  # nothing was written yet
         if isinstance(err, OSError) and not isinstance(err, DaskredError):
             raise FitsFileError(f"{url}: cannot write ({err}); check the URL and your credentials") from err
         raise
