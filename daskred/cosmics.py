@@ -174,6 +174,10 @@ def _resolve_parameters(
     return np.stack([scrappy_gain, rdnoise, sat], axis=1)
 
 
+#: astroscrappy's own dilation, replaced in its detect_cosmics by _dilate5_by_single_steps
+_ASTROSCRAPPY_DILATE5 = astroscrappy.utils.dilate5
+
+
 def _dilate5_by_single_steps(mask: np.ndarray, niter: int) -> np.ndarray:
     """astroscrappy's ``dilate5(mask, niter)`` as ``niter`` single dilations.
 
@@ -188,8 +192,6 @@ def _dilate5_by_single_steps(mask: np.ndarray, niter: int) -> np.ndarray:
         out = _ASTROSCRAPPY_DILATE5(out, 1)
     return out
 
-
-_ASTROSCRAPPY_DILATE5 = astroscrappy.utils.dilate5
 
 
 def _stop_astroscrappy_leak() -> None:

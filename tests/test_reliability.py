@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -315,15 +316,19 @@ def test_reduce_on_good_and_bad_files_gives_the_stacks_of_the_good_files(good_ru
 
 @pytest.mark.parametrize("case", sorted(CORPUS_REASONS))
 def test_reduce_strict_mode_stops_with_one_line_naming_the_file(case, mixed, dataset, tmp_path):
-    raw, _, config = dataset
     _, files = mixed
-    code, _, stderr = run_cli(["reduce", raw, files[case], "--out", tmp_path / "out", "--config", config,
-                               "--on-error", "raise"])
+    assert_strict_stop(dataset, files[case], tmp_path / "out")
+    assert not products(tmp_path / "out"), "strict mode stopped at the scan: nothing may be written"
+
+
+def assert_strict_stop(dataset, bad_file, out):
+    """``reduce --on-error raise`` on the good raw folder plus one bad file: a one-line error naming it."""
+    raw, _, config = dataset
+    code, _, stderr = run_cli(["reduce", raw, bad_file, "--out", out, "--config", config, "--on-error", "raise"])
     assert code == 2
     assert_no_traceback(stderr)
     line = error_line(stderr)
-    assert files[case].name in line, line
-    assert not products(tmp_path / "out"), "strict mode stopped at the scan: nothing may be written"
+    assert bad_file.name in line, line
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +348,7 @@ def test_science_frames_without_calibrations_of_their_setup_are_skipped(setup_co
     assert code == 0, error_line(stderr)
     reasons = {e["path"]: e["reason"] for e in json.loads((out / "report.json").read_text())["skipped"]}
     for case, pattern in SETUP_REASONS.items():
-        assert __import__("re").search(pattern, reasons.get(str(files[case]), "")), (case, reasons)
+        assert re.search(pattern, reasons.get(str(files[case]), "")), (case, reasons)
     ref = products(good_run[1])
     for name, path in products(out).items():
         assert same_pixels(ref[name], path), name
@@ -351,13 +356,8 @@ def test_science_frames_without_calibrations_of_their_setup_are_skipped(setup_co
 
 @pytest.mark.parametrize("case", ["other_size"])  # "binned" takes the same path (time budget)
 def test_science_frames_without_calibrations_stop_strict_mode(case, setup_corpus, dataset, tmp_path):
-    raw, _, config = dataset
     _, files = setup_corpus
-    code, _, stderr = run_cli(["reduce", raw, files[case], "--out", tmp_path / "out", "--config", config,
-                               "--on-error", "raise"])
-    assert code == 2
-    assert_no_traceback(stderr)
-    assert files[case].name in error_line(stderr)
+    assert_strict_stop(dataset, files[case], tmp_path / "out")
 
 
 def test_compressed_and_multi_extension_files_are_used_like_plain_ones(work, dataset, good_run):
